@@ -22,6 +22,7 @@ import mimetypes
 import signal
 import sys
 import threading
+import urllib.parse
 from pathlib import Path
 from types import FrameType
 
@@ -64,7 +65,8 @@ class OriginHandler(http.server.BaseHTTPRequestHandler):
 
     def _find_file(self) -> Path | None:
         root: Path = self.server.root  # type: ignore[attr-defined]
-        relative = self.path.split("?", 1)[0].lstrip("/") or "index.html"
+        target = urllib.parse.unquote(self.path.split("?", 1)[0])
+        relative = target.lstrip("/") or "index.html"
         candidate = (root / relative).resolve()
 
         # A path that climbs out of the root is answered like a missing file.
