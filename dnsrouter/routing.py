@@ -1,0 +1,517 @@
+"""The Router: answers for CDN names from decisions, health and load.
+
+A query goes through four named steps:
+
+1. client: the ECS address when the query has one that may be used (ECS
+   enabled, resolver trusted, SOURCE > 0), else the resolver's address;
+2. decision: the PoP preference list and ECS scope for that address
+   (decision.py), cached per client network in a bounded table;
+3. selection: the first PoP on the list with edges of the asked family
+   that take new clients; a PoP whose edges are all full keeps the share of
+   new clients it has room for and spills the rest to the next PoP;
+4. answer: up to N of that PoP's edges, rotated (or chosen by consistent
+   hashing of the query name), weighted.
+
+Policy when nothing takes new clients anywhere: fail open. The nearest
+PoP (on the client's list) that has edges of the family answers with its
+configured edges, with the short `fail_open_ttl`, and the event is logged
+and counted: a stale address beats an outage, and the short TTL brings
+resolvers back soon. A name with no edge of the asked family at all gets an
+empty answer, which the server turns into NODATA with SOA.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import ipaddress
+import logging
+import math
+import random
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.internet import defer, task
+
+from dnsrouter.config import CdnConfig, EdgeConfig, RouterConfig, is_trusted_resolver
+from dnsrouter.decision import Decider, Decision, PopRanker
+from dnsrouter.ecs import ClientSubnet
+from dnsrouter.errors import ConfigError
+from dnsrouter.geoip import GeoDatabase
+from dnsrouter.health import EdgeHealth, HealthChecker, ProbeResult
+from dnsrouter.netmap import NetmapFile, NetworkMap, merge_entries
+
+log = logging.getLogger("dnsrouter.routing")
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Prober = Callable[[EdgeConfig], defer.Deferred[ProbeResult]]
+
+QTYPE_A = 1
+QTYPE_AAAA = 28
+
+# How often the netmap file's modification time is checked.
+NETMAP_POLL_SECONDS = 5.0
+
+# A full PoP whose edges do not say by how much they are over (a bare
+# `overloaded: true`) keeps this share of its new clients.
+FULL_KEEP_SHARE = 0.5
+
+# A full PoP always sheds at least this share of new clients, even when
+# its figures say it is exactly at its limit, so that its load can fall.
+MIN_SPILL_SHARE = 0.1
+
+# Distinct query names whose consistent-hash choice is remembered.
+HASH_MEMO_SIZE = 4096
+
+
+@dataclass(frozen=True)
+class RouteAnswer:
+    """What to put in the answer section for one CDN query."""
+
+    addresses: tuple[str, ...]  # textual IPs of the asked family; empty: NODATA
+    ttl: int
+    scope_prefix: int           # ECS scope to echo (0 when not client dependent)
+
+
+@dataclass
+class _Pool:
+    """The edges of one PoP for one address family, as health sees them."""
+
+    configured: tuple[EdgeConfig, ...]
+    usable: tuple[EdgeConfig, ...] = ()     # take new clients
+    full: tuple[EdgeConfig, ...] = ()       # up, not draining, but full
+    keep_share: float = 1.0                 # of new clients, when all full
+    credit: float = 0.0
+    cursor: int = 0
+    cycle: tuple[int, ...] = ()             # weighted rotation over usable
+    full_cycle: tuple[int, ...] = ()
+    hashed: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def keeps_next(self) -> bool:
+        """Whether the next new client stays here (deterministic share)."""
+        self.credit += self.keep_share
+        if self.credit >= 1.0:
+            self.credit -= 1.0
+            return True
+
+        return False
+
+
+class Router:
+    """Routes CDN names; all methods run on the reactor thread."""
+
+    def __init__(
+        self,
+        config: RouterConfig,
+        reactor: Any,
+        geo: GeoDatabase,
+        prober: Prober | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.reactor = reactor
+        self.counters: collections.Counter[str] = collections.Counter()
+        self._fail_open_since: set[tuple[str, int]] = set()
+        self._netmap_loop: task.LoopingCall | None = None
+        self._rng = rng or random.Random()
+        self.health = HealthChecker(
+            reactor, config.edges, config.health, self._health_changed,
+            prober=prober, rng=self._rng,
+        )
+        self._install(config, geo, *self._load_netmap(config))
+
+    @classmethod
+    def from_config(
+        cls,
+        config: RouterConfig,
+        reactor: Any,
+        geo: GeoDatabase | None = None,
+        prober: Prober | None = None,
+        rng: random.Random | None = None,
+    ) -> Router:
+        """Build a router; opens the GeoIP database (blocking file I/O).
+
+        Raises GeoIPError or ConfigError (a bad netmap file).
+        """
+        if geo is None:
+            geo = GeoDatabase(config.geoip.database)
+
+        return cls(config, reactor, geo, prober=prober, rng=rng)
+
+    # Lifecycle
+
+    def start(self) -> None:
+        """Start health checks and, with a netmap file, its change polling."""
+        self.health.start()
+        self._start_netmap_polling()
+
+    def stop(self) -> None:
+        """Stop every timer and probe; the router still answers queries."""
+        self.health.stop()
+        if self._netmap_loop is not None and self._netmap_loop.running:
+            self._netmap_loop.stop()
+        self._netmap_loop = None
+
+    def reload(self, config: RouterConfig, geo: GeoDatabase | None = None) -> None:
+        """Adopt a new configuration atomically, or raise and change nothing.
+
+        Health state and counters survive for edges whose probe did not
+        change. The GeoIP database is reopened (it may have been replaced
+        on disk). Raises GeoIPError or ConfigError.
+        """
+        if geo is None:
+            geo = GeoDatabase(config.geoip.database)
+        netmap, watched = self._load_netmap(config)
+        self.stop_netmap_polling()
+        self.health.reload(config.edges, config.health)
+        old_geo = self.geo
+        self._install(config, geo, netmap, watched)
+        if old_geo is not geo:
+            old_geo.close()
+        if self.health.running:
+            self._start_netmap_polling()
+        log.info("routing reloaded: %d PoPs, %d edges", len(config.pops),
+                 len(config.edges))
+
+    def _start_netmap_polling(self) -> None:
+        if self._netmap_file is None:
+            return
+        self._netmap_loop = task.LoopingCall(self.poll_netmap)
+        self._netmap_loop.clock = self.reactor
+        self._netmap_loop.start(NETMAP_POLL_SECONDS, now=False)
+
+    def stop_netmap_polling(self) -> None:
+        """Stop watching the netmap file (reload starts it again)."""
+        if self._netmap_loop is not None and self._netmap_loop.running:
+            self._netmap_loop.stop()
+        self._netmap_loop = None
+
+    def poll_netmap(self) -> bool:
+        """Re-read the netmap file if it changed; True when it was adopted.
+
+        A bad file is logged and the previous map keeps deciding.
+        """
+        watched = self._netmap_file
+        if watched is None or not watched.has_changed():
+            return False
+        try:
+            netmap = merge_entries(
+                self.config.netmap, watched.read(), str(self.config.path)
+            )
+        except ConfigError as error:
+            log.error("netmap not reloaded: %s", error)
+            return False
+        self._set_netmap(netmap)
+        log.info("netmap reloaded from %s: %d entries", watched.path, len(netmap))
+
+        return True
+
+    # Queries
+
+    def is_cdn_name(self, qname: str) -> bool:
+        """True for a configured CDN name (absolute, lower-case)."""
+        return qname in self._cdns
+
+    def route(
+        self,
+        qname: str,
+        qtype: int,
+        resolver: IPAddress,
+        subnet: ClientSubnet | None,
+    ) -> RouteAnswer:
+        """The answer for an A (1) or AAAA (28) query of a CDN name.
+
+        Never raises for a configured name; cheap when the client's network
+        has been seen before (one dict lookup for the decision).
+        """
+        cdn = self._cdns.get(qname)
+        family = 6 if qtype == QTYPE_AAAA else 4
+        if cdn is None:
+            return RouteAnswer((), self.config.routing.ttl, 0)
+        address, uses_ecs = self.client_address(resolver, subnet)
+        decision = self.decision_for(address)
+
+        order = decision.pops or self._default_orders[cdn.name]
+        addresses, failed_open = self._select(cdn, order, family, qname)
+        scope = decision.scope if uses_ecs and addresses else 0
+        routing = self.config.routing
+        ttl = routing.fail_open_ttl if failed_open else routing.ttl
+
+        return RouteAnswer(addresses, ttl, scope)
+
+    def client_address(
+        self, resolver: IPAddress, subnet: ClientSubnet | None
+    ) -> tuple[IPAddress, bool]:
+        """The address that stands for the client, and whether it is ECS.
+
+        RFC 7871 section 7.1.2: SOURCE 0 asks that no address be used, so
+        the resolver's address decides and the scope is 0.
+        """
+        if (
+            subnet is None
+            or subnet.source_prefix == 0
+            or self.config.routing.ecs != "use"
+            or not self._is_trusted(resolver)
+        ):
+            return resolver, False
+
+        return subnet.network.network_address, True
+
+    def decision_for(self, address: IPAddress) -> Decision:
+        """The cached decision for a client address."""
+        key = (address.version, int(address))
+        decision = self._cache.get(key)
+        if decision is not None:
+            self.counters["decision_cache_hit"] += 1
+            return decision
+        self.counters["decision_cache_miss"] += 1
+        decision = self._decider.decide(address)
+        if len(self._cache) >= self.config.routing.cache_size:
+            # Oldest insertion goes first: cheaper than LRU bookkeeping on
+            # every hit, and a busy network is simply decided again.
+            del self._cache[next(iter(self._cache))]
+        self._cache[key] = decision
+
+        return decision
+
+    def whoami_text(
+        self, resolver: IPAddress, subnet: ClientSubnet | None
+    ) -> list[str]:
+        """TXT strings for the whoami debug name: what the server saw."""
+        ecs = "none" if subnet is None else (
+            f"{subnet.network.network_address}/{subnet.source_prefix}"
+            if subnet.source_prefix else f"family {subnet.family} source 0"
+        )
+        address, uses_ecs = self.client_address(resolver, subnet)
+        used = "ecs" if uses_ecs else "resolver"
+        if subnet is not None and not uses_ecs and subnet.source_prefix:
+            used += f" (ecs {self._ecs_refusal(resolver)})"
+
+        return [f"resolver {resolver}", f"ecs {ecs}", f"client {address} from {used}"]
+
+    def health_states(self) -> dict[str, EdgeHealth]:
+        """Every edge's current health, by edge name."""
+        return self.health.states()
+
+    # Internals
+
+    def _ecs_refusal(self, resolver: IPAddress) -> str:
+        if self.config.routing.ecs != "use":
+            return "ignored by configuration"
+
+        return "ignored: resolver not in ecs_trusted"
+
+    @staticmethod
+    def _load_netmap(config: RouterConfig) -> tuple[NetworkMap, NetmapFile | None]:
+        path = config.routing.netmap_file
+        if path is None:
+            return merge_entries(config.netmap, (), str(config.path)), None
+        watched = NetmapFile(path, {pop.name for pop in config.pops})
+        netmap = merge_entries(config.netmap, watched.read(), str(config.path))
+
+        return netmap, watched
+
+    def _install(
+        self,
+        config: RouterConfig,
+        geo: GeoDatabase,
+        netmap: NetworkMap,
+        watched: NetmapFile | None,
+    ) -> None:
+        self.config = config
+        self.geo = geo
+        self._netmap_file = watched
+        self._is_trusted = is_trusted_resolver(config.routing.ecs_trusted)
+        self._cdns: dict[str, CdnConfig] = {cdn.name: cdn for cdn in config.cdns}
+        self.ranker = PopRanker(config.pops)
+        self._default_orders = {
+            cdn.name: self.ranker.from_pop(cdn.default_pop) for cdn in config.cdns
+        }
+        self._set_netmap(netmap)
+        self._fail_open_since.clear()
+        self._rebuild_pools()
+
+    def _set_netmap(self, netmap: NetworkMap) -> None:
+        self.netmap = netmap
+        self._decider = Decider(
+            self.geo, netmap, self.ranker, dict(self.config.geoip.country_pops)
+        )
+        self._cache: dict[tuple[int, int], Decision] = {}
+
+    def _health_changed(self, name: str, health: EdgeHealth) -> None:
+        self._rebuild_pools()
+
+    def _rebuild_pools(self) -> None:
+        states = self.health.states()
+        pools: dict[tuple[str, int], _Pool] = {}
+        for pop in self.config.pops:
+            edges = [e for e in self.config.edges if e.pop == pop.name]
+            for family in (4, 6):
+                members = tuple(e for e in edges if _address(e, family))
+                if members:
+                    pools[(pop.name, family)] = _build_pool(members, states)
+        previous = getattr(self, "_pools", {})
+        for key, pool in pools.items():
+            old = previous.get(key)
+            if old is not None:
+                pool.cursor = old.cursor
+                pool.credit = old.credit
+        self._pools = pools
+
+    def _select(
+        self, cdn: CdnConfig, order: tuple[str, ...], family: int, qname: str
+    ) -> tuple[tuple[str, ...], bool]:
+        full_fallback: _Pool | None = None
+        for pop in order:
+            pool = self._pools.get((pop, family))
+            if pool is None:
+                continue
+            if pool.usable:
+                return self._pick(pool, pool.usable, pool.cycle, family, qname), False
+            if pool.full:
+                if full_fallback is None:
+                    full_fallback = pool
+                if pool.keeps_next():
+                    return self._pick_full(pool, family, qname), False
+                self.counters["spilled"] += 1
+        if full_fallback is not None:
+            # Every PoP is full: the nearest full one takes the query.
+            return self._pick_full(full_fallback, family, qname), False
+
+        return self._fail_open(cdn, order, family)
+
+    def _pick_full(self, pool: _Pool, family: int, qname: str) -> tuple[str, ...]:
+        return self._pick(pool, pool.full, pool.full_cycle, family, qname)
+
+    def _fail_open(
+        self, cdn: CdnConfig, order: tuple[str, ...], family: int
+    ) -> tuple[tuple[str, ...], bool]:
+        for pop in order:
+            pool = self._pools.get((pop, family))
+            if pool is None:
+                continue
+            self.counters["fail_open"] += 1
+            key = (cdn.name, family)
+            if key not in self._fail_open_since:
+                self._fail_open_since.add(key)
+                log.warning(
+                    "fail open: no IPv%d edge takes clients for %s; answering "
+                    "with PoP %s's configured edges", family, cdn.name, pop,
+                )
+            limit = self.config.routing.answers
+            addresses = tuple(_address(e, family) for e in pool.configured)
+
+            return addresses[:limit], True
+
+        return (), False
+
+    def _pick(
+        self,
+        pool: _Pool,
+        edges: tuple[EdgeConfig, ...],
+        cycle: tuple[int, ...],
+        family: int,
+        qname: str,
+    ) -> tuple[str, ...]:
+        count = min(self.config.routing.answers, len(edges))
+        if self.config.routing.edge_selection == "qname-hash":
+            return _hashed_choice(pool, edges, family, qname, count)
+        start = pool.cursor % len(cycle)
+        pool.cursor += 1
+        chosen: list[int] = []
+        for step in range(len(cycle)):
+            index = cycle[(start + step) % len(cycle)]
+            if index not in chosen:
+                chosen.append(index)
+                if len(chosen) == count:
+                    break
+
+        return tuple(_address(edges[i], family) for i in chosen)
+
+
+def _address(edge: EdgeConfig, family: int) -> str:
+    return (edge.ipv4 if family == 4 else edge.ipv6) or ""
+
+
+def _build_pool(members: tuple[EdgeConfig, ...], states: dict[str, EdgeHealth]) -> _Pool:
+    pool = _Pool(configured=members)
+    default = EdgeHealth()
+    usable = tuple(e for e in members if states.get(e.name, default).takes_new_clients)
+    full = tuple(
+        e for e in members
+        if (h := states.get(e.name, default)).up and not h.draining and h.is_full
+    )
+    pool.usable = usable
+    pool.full = full if not usable else ()
+    pool.cycle = weighted_cycle([e.weight for e in usable])
+    pool.full_cycle = weighted_cycle([e.weight for e in pool.full])
+    pool.keep_share = _keep_share(pool.full, states)
+
+    return pool
+
+
+def _keep_share(full: Iterable[EdgeConfig], states: dict[str, EdgeHealth]) -> float:
+    """Share of new clients a full PoP keeps: its room over its load."""
+    connections = capacity = 0
+    for edge in full:
+        health = states.get(edge.name)
+        if health is None or not health.max_connections or health.connections is None:
+            return min(FULL_KEEP_SHARE, 1 - MIN_SPILL_SHARE)
+        connections += health.connections
+        capacity += health.max_connections
+    if connections == 0:
+        return FULL_KEEP_SHARE
+
+    return min(capacity / connections, 1 - MIN_SPILL_SHARE)
+
+
+def weighted_cycle(weights: list[int]) -> tuple[int, ...]:
+    """Indices in smooth weighted round-robin order, one full period.
+
+    Each index appears `weight` times, spread out (nginx's smooth WRR), so
+    a rotation through it gives every edge its share at every scale.
+    """
+    if not weights:
+        return ()
+    divisor = math.gcd(*weights)
+    weights = [w // divisor for w in weights]
+    total = sum(weights)
+    current = [0] * len(weights)
+    order = []
+    for _ in range(total):
+        for i, weight in enumerate(weights):
+            current[i] += weight
+        best = max(range(len(weights)), key=lambda i: current[i])
+        current[best] -= total
+        order.append(best)
+
+    return tuple(order)
+
+
+def _hashed_choice(
+    pool: _Pool, edges: tuple[EdgeConfig, ...], family: int, qname: str, count: int
+) -> tuple[str, ...]:
+    """Weighted rendezvous hashing of the query name over the edges, so one
+    name's content concentrates on the same caches and moves only off an
+    edge that leaves."""
+    memo = pool.hashed
+    chosen = memo.get(qname)
+    if chosen is not None and len(chosen) == count:
+        return chosen
+    scored = sorted(
+        edges, key=lambda e: _rendezvous_score(qname, e), reverse=True
+    )
+    chosen = tuple(_address(e, family) for e in scored[:count])
+    if len(memo) >= HASH_MEMO_SIZE:
+        memo.clear()
+    memo[qname] = chosen
+
+    return chosen
+
+
+def _rendezvous_score(qname: str, edge: EdgeConfig) -> float:
+    digest = hashlib.blake2b(f"{qname}|{edge.name}".encode(), digest_size=8)
+    unit = (int.from_bytes(digest.digest(), "big") + 1) / (2**64 + 1)
+
+    return -edge.weight / math.log(unit)
+

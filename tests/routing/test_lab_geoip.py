@@ -1,0 +1,34 @@
+"""The lab's three PoPs with the real GeoLite2 City data (issues 2 and 4)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dnsrouter.routing import QTYPE_A
+
+from .helpers import LAB_TOML, RESOLVER, ecs, load, make_router
+
+# Networks of the Humboldt University Berlin, Princeton and NUS; the
+# scopes are gdnsd's answers with the same PoPs and database (issue 4).
+CASES = [
+    ("141.20.0.0/24", "127.0.0.11", 13),
+    ("128.112.0.0/24", "127.0.0.12", 14),
+    ("137.132.0.0/24", "127.0.0.13", 16),
+]
+
+
+@pytest.mark.parametrize(("subnet", "edge", "gdnsd_scope"), CASES)
+def test_real_networks_go_to_nearest_lab_pop_with_scope_at_least_gdnsds(
+    tmp_path: Path, subnet: str, edge: str, gdnsd_scope: int
+) -> None:
+    """Berlin, Princeton and Singapore get Frankfurt, Ashburn and
+    Singapore, with ECS scopes no longer than gdnsd's."""
+    router, _, _ = make_router(load(tmp_path, LAB_TOML), database=None)
+
+    answer = router.route("cdn.example.com.", QTYPE_A, RESOLVER, ecs(subnet))
+
+    assert answer.addresses == (edge,)
+    assert answer.ttl == 30
+    assert 0 < answer.scope_prefix <= gdnsd_scope
