@@ -1,0 +1,233 @@
+"""Process wiring: config, zones, router, listeners, signals.
+
+`run` is what `dnsrouter serve` calls.  With one worker the process
+serves itself; with more, it forks that many workers before any reactor
+exists (a reactor must not cross a fork), each binding the listen
+addresses with SO_REUSEPORT, and supervises them: SIGHUP and SIGTERM are
+passed on, and a worker that dies unexpectedly is started again.
+
+Reload (SIGHUP) is all or nothing: the new config and every zone are
+loaded first; if any fails, the error is logged and the old state keeps
+serving.  Listen addresses and worker count are read at start only.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from dnsrouter.errors import ConfigError, DnsRouterError, ZoneError
+
+log = logging.getLogger("dnsrouter.service")
+
+EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
+
+# A worker that keeps dying is restarted at most this often (seconds).
+RESTART_INTERVAL = 1.0
+
+
+def run(config_path: str) -> int:
+    """Serve until SIGTERM or SIGINT; returns the process exit status.
+
+    2 when the config or a zone cannot be loaded at start (the message
+    goes to stderr), 1 when a listen address cannot be bound, else 0.
+    Blocks in the reactor.
+    """
+    _setup_logging()
+    from dnsrouter.config import load_config
+    from dnsrouter.zone import load_zone_dir
+
+    try:
+        config = load_config(config_path)
+        load_zone_dir(config.zones_dir)
+    except (ConfigError, ZoneError) as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_CONFIG
+
+    if config.workers > 1:
+        return _supervise(config_path, config.workers)
+
+    return serve(config_path, reuse_port=False)
+
+
+def _setup_logging() -> None:
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s")
+        )
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+
+
+@dataclass
+class _State:
+    """What a reload replaces, kept together so it swaps as one."""
+
+    config: Any
+    router: Any
+    slot: Any
+
+
+def serve(config_path: str, reuse_port: bool, reactor: Any = None) -> int:
+    """Run one serving process (a worker, or the only process)."""
+    if reactor is None:
+        from twisted.internet import reactor as default_reactor
+
+        reactor = default_reactor
+    from dnsrouter.config import load_config
+    from dnsrouter.routing import Router
+    from dnsrouter.server import (
+        DnsDatagramProtocol,
+        DnsStreamFactory,
+        ListenSpec,
+        ResponderSlot,
+        listen,
+    )
+
+    try:
+        config = load_config(config_path)
+        router = Router.from_config(config, reactor)
+        slot = ResponderSlot(_responder(config, router))
+    except DnsRouterError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_CONFIG
+    state = _State(config, router, slot)
+
+    tcp = DnsStreamFactory(
+        slot, reactor, config.tcp_idle_timeout, config.tcp_max_connections
+    )
+    try:
+        for host, port in config.listen:
+            # A datagram protocol serves one port only; the factory many.
+            udp = DnsDatagramProtocol(slot)
+            spec = ListenSpec(host, port, reuse_port)
+            udp_port, _ = listen(reactor, spec, udp, tcp)
+            log.info(
+                "listen address=%s port=%d pid=%d",
+                host,
+                udp_port.getHost().port,
+                os.getpid(),
+            )
+    except Exception as exc:  # CannotListenError or OSError
+        print("cannot listen: %r" % exc, file=sys.stderr)
+        return EXIT_FAILURE
+
+    signal.signal(
+        signal.SIGHUP,
+        lambda *_: reactor.callFromThread(reload, state, config_path),
+    )
+    reactor.addSystemEventTrigger("before", "shutdown", _stop_router, state)
+    reactor.callWhenRunning(router.start)
+    reactor.run()
+
+    return EXIT_OK
+
+
+def _stop_router(state: _State) -> None:
+    log.info("service stopping pid=%d", os.getpid())
+    state.router.stop()
+
+
+def _responder(config: Any, router: Any) -> Any:
+    from dnsrouter.responder import Responder, ResponderSettings
+    from dnsrouter.zone import load_zone_dir
+
+    zones = load_zone_dir(config.zones_dir)
+
+    return Responder(zones, router, ResponderSettings.from_config(config))
+
+
+def reload(state: _State, config_path: str) -> bool:
+    """Load config and zones anew and swap them in; False keeps the old.
+
+    Called on the reactor thread.  The router is told last, so a failure
+    before it leaves router, zones and config all unchanged.
+    """
+    from dnsrouter.config import load_config
+    from dnsrouter.responder import Responder, ResponderSettings
+    from dnsrouter.zone import load_zone_dir
+
+    try:
+        config = load_config(config_path)
+        zones = load_zone_dir(config.zones_dir)
+    except DnsRouterError as exc:
+        log.error("reload rejected, old config keeps serving: %s", exc)
+        return False
+    if config.listen != state.config.listen or config.workers != state.config.workers:
+        log.warning("reload listen and workers changes need a restart")
+
+    try:
+        state.router.reload(config)
+    except DnsRouterError as exc:
+        log.error("reload rejected by router, old config keeps serving: %s", exc)
+        return False
+    state.slot.current = Responder(
+        zones, state.router, ResponderSettings.from_config(config)
+    )
+    state.config = config
+    log.info("reload done zones=%d", len(zones.zones))
+
+    return True
+
+
+def _supervise(config_path: str, workers: int) -> int:
+    """Fork `workers` serving processes and keep them running."""
+    children: dict[int, float] = {}
+    stopping = False
+
+    def start_worker() -> None:
+        pid = os.fork()
+        if pid == 0:
+            code = EXIT_FAILURE
+            try:
+                signal.signal(signal.SIGHUP, signal.SIG_DFL)
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                code = serve(config_path, reuse_port=True)
+            finally:
+                os._exit(code)
+        children[pid] = time.monotonic()
+        log.info("worker started pid=%d", pid)
+
+    def forward(signum: int, _frame: Any) -> None:
+        nonlocal stopping
+        if signum in (signal.SIGTERM, signal.SIGINT):
+            stopping = True
+        for pid in list(children):
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
+
+    for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, forward)
+    for _ in range(workers):
+        start_worker()
+
+    status = EXIT_OK
+    while children:
+        try:
+            pid, code = os.wait()
+        except ChildProcessError:
+            break
+        except InterruptedError:
+            continue
+        started = children.pop(pid, time.monotonic())
+        if stopping:
+            continue
+        log.error("worker died pid=%d status=%d", pid, code)
+        if os.waitstatus_to_exitcode(code) == EXIT_CONFIG:
+            status = EXIT_CONFIG
+            forward(signal.SIGTERM, None)
+            continue
+        time.sleep(max(0.0, RESTART_INTERVAL - (time.monotonic() - started)))
+        start_worker()
+
+    return status
