@@ -1,0 +1,221 @@
+"""The edge's HTTP front: parse, select the site, dispatch, log.
+
+A request is checked against the limits (414 for a long target, 431 for
+big header fields, RFC 9110 §5.4), then the health path and the admin
+API are answered for any Host. Everything else needs a Host (or an
+absolute-form target, which wins, RFC 9112 §3.2.2) naming a configured
+site; any other name gets 421 and never an outbound connection, so the
+edge is never an open proxy. CONNECT and TRACE get 405.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from typing import Callable
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from edge import admin, cachekey, health, respond
+from edge.config import EdgeConfig, SiteConfig
+from edge.metrics import Metrics
+from edge.origin import OriginClient
+from edge.proxy import Ask, Proxy, request_cache_control
+from edge.storage import Storage
+
+log = logging.getLogger("edge.app")
+access_log = logging.getLogger("edge.access")
+
+MB = 1024 * 1024
+# Parser limits are generous multiples of ours so that oversize input
+# reaches the handler and gets the precise status (414/431) instead of
+# the parser's generic 400.
+PARSER_SLACK = 4
+REFUSED_METHODS = frozenset({"CONNECT", "TRACE"})
+
+
+@functools.lru_cache(maxsize=65536)
+def _primary(site: str, target: str, sort_query: bool) -> str:
+    path, _, query = target.partition("?")
+
+    return cachekey.primary_key(site, path, query, sort_query)
+
+
+class Edge:
+    """One edge process: storage, origin client, cache logic, front."""
+
+    def __init__(
+        self, config: EdgeConfig, clock: Callable[[], float] = time.time
+    ) -> None:
+        server = config.server
+        self.config = config
+        self.draining = False
+        self.storage = Storage(
+            server.cache_dir, int(server.disk_cache_mb * MB),
+            int(server.memory_cache_mb * MB),
+        )
+        self.origin = OriginClient(server.name, server.connect_timeout,
+                                   server.read_timeout)
+        self.metrics = Metrics()
+        self.proxy = Proxy(self.storage, self.origin, self.metrics, clock)
+        self._sites = {name: site for site in config.sites
+                       for name in site.names}
+        self._default_ports = {"80", "443", str(server.port)}
+        self.server: web.Server | None = None
+
+    async def start(self) -> None:
+        """Open the cache and the origin client; call in the running loop."""
+        self.storage.open()
+        await self.origin.start()
+
+    async def close(self) -> None:
+        """Let fills finish, then close the origin client."""
+        await self.proxy.fills.wait_all()
+        await self.origin.close()
+
+    def make_server(self) -> web.Server:
+        """Return the low-level aiohttp server running ``handle``."""
+        server = self.config.server
+        self.server = web.Server(
+            self.handle,
+            max_line_size=server.max_target_bytes * PARSER_SLACK,
+            max_field_size=server.max_field_bytes * PARSER_SLACK,
+            max_headers=server.max_header_lines,
+            access_log=None,
+        )
+
+        return self.server
+
+    # -- admin target ----------------------------------------------------
+
+    def purge(self, match: Callable[[str], bool]) -> int:
+        """Remove stored objects whose key matches; stop matching fills."""
+        self.proxy.fills.purge(match)
+
+        return self.storage.purge(match)
+
+    @property
+    def connections(self) -> int:
+        """Open client connections."""
+        return len(self.server.connections) if self.server else 0
+
+    def render_metrics(self) -> str:
+        """Return the Prometheus exposition."""
+        return self.metrics.render(
+            self.storage.objects, self.storage.bytes, self.storage.evictions,
+            len(self.proxy.fills), self.connections,
+        )
+
+    # -- requests --------------------------------------------------------
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        """Answer one request and log it; aiohttp's handler entry point."""
+        started = time.monotonic()
+        response = await self.dispatch(request)
+        x_cache = response.headers.get("X-Cache", "BYPASS")
+        size = response.content_length or 0
+        self.metrics.observe_response(x_cache, size)
+        if access_log.isEnabledFor(logging.INFO):
+            access_log.info(
+                '%s "%s %s" %d %s %d %.1fms', request.remote, request.method,
+                request.raw_path[:200], response.status, x_cache, size,
+                (time.monotonic() - started) * 1000,
+            )
+
+        return response
+
+    async def dispatch(self, request: web.BaseRequest) -> web.StreamResponse:
+        """Route a request: limits, health, admin, site, method."""
+        refusal = self.check_limits(request)
+        if refusal is not None:
+            return refusal
+        path = request.path
+        if path == self.config.server.health_path:
+            return self.health()
+        if path.startswith(admin.PREFIX):
+            return await admin.handle(request, self)
+        if request.method in REFUSED_METHODS:
+            return respond.simple(405, "BYPASS")
+        selected = self.select_site(request)
+        if selected is None:
+            return respond.simple(421, "BYPASS", "no such site here")
+        site, target = selected
+        ask = Ask(
+            site=site,
+            primary=_primary(site.hostname, target, site.sort_query),
+            target=target,
+            method=request.method,
+            headers=request.headers,
+            remote=request.remote,
+            cc=request_cache_control(request.headers),
+        )
+        if ask.method in ("GET", "HEAD"):
+            return await self.proxy.lookup(request, ask)
+
+        return await self.proxy.pass_through(request, ask)
+
+    def check_limits(self, request: web.BaseRequest) -> web.Response | None:
+        """Return 414/431/413 for oversize input, None when acceptable."""
+        server = self.config.server
+        if len(request.raw_path) > server.max_target_bytes:
+            return respond.simple(414, "BYPASS", close=True)
+        total = 0
+        for name, value in request.raw_headers:
+            size = len(name) + len(value) + 4
+            if size > server.max_field_bytes:
+                return respond.simple(431, "BYPASS", close=True)
+            total += size
+        if total > server.max_header_bytes:
+            return respond.simple(431, "BYPASS", close=True)
+        length = request.content_length
+        if length is not None and length > server.max_body_mb * MB:
+            return respond.simple(413, "BYPASS", close=True)
+
+        return None
+
+    def select_site(
+        self, request: web.BaseRequest
+    ) -> tuple[SiteConfig, str] | None:
+        """Return the site and origin-form target, or None (→ 421)."""
+        raw = request.raw_path
+        if raw.startswith("/"):
+            host = request.headers.get("Host", "")
+            target = raw
+        elif raw[:8].lower().startswith(("http://", "https://")):
+            parts = urlsplit(raw)
+            host = parts.netloc
+            target = (parts.path or "/") + (f"?{parts.query}" if parts.query
+                                           else "")
+        else:
+            return None
+        site = self._sites.get(self._normalise_host(host))
+        if site is None:
+            return None
+
+        return site, target
+
+    def _normalise_host(self, host: str) -> str:
+        host = host.strip().lower()
+        if host.startswith("["):
+            return host
+        name, sep, port = host.rpartition(":")
+        if sep and port in self._default_ports:
+            host = name
+
+        return host.rstrip(".")
+
+    def health(self) -> web.Response:
+        """Return the health document response."""
+        document = health.health_document(
+            draining=self.draining,
+            connections=self.connections,
+            max_connections=self.config.server.max_connections,
+            bytes_per_second=self.metrics.bytes_per_second(),
+            objects=self.storage.objects,
+            stored_bytes=self.storage.bytes,
+        )
+
+        return health.health_response(document)
+

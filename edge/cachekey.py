@@ -1,0 +1,90 @@
+"""Cache keys: which stored responses a request may be answered from.
+
+The primary key (RFC 9111 §2) is the site, the method class and the
+normalised target. GET and HEAD share one class, because a GET entry
+answers a HEAD (RFC 9111 §4.3.5); no other method is looked up.
+
+Normalising the path follows RFC 3986 §6.2.2: dot segments are removed
+(§5.2.4) and percent-encoded unreserved characters are decoded, while
+case is kept (paths are case-sensitive). The query is kept as sent
+unless the site opts in to sorting its parameters.
+
+Storage never sees a key as a path: ``storage_name`` hashes it, so no
+request target can name a file outside the cache directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+_PERCENT = re.compile(r"%([0-9A-Fa-f]{2})")
+_UNRESERVED = frozenset(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~"
+)
+
+
+def _fix_percent(match: re.Match[str]) -> str:
+    char = chr(int(match.group(1), 16))
+    if char in _UNRESERVED:
+        return char
+
+    return "%" + match.group(1).upper()
+
+
+def remove_dot_segments(path: str) -> str:
+    """Return ``path`` with ``.`` and ``..`` segments resolved (RFC 3986 §5.2.4)."""
+    output: list[str] = []
+    segments = path.split("/")
+    for index, segment in enumerate(segments):
+        is_last = index == len(segments) - 1
+        if segment == ".":
+            if is_last:
+                output.append("")
+            continue
+        if segment == "..":
+            if len(output) > 1:
+                output.pop()
+            if is_last:
+                output.append("")
+            continue
+        output.append(segment)
+    result = "/".join(output)
+    if not result.startswith("/"):
+        result = "/" + result
+
+    return result
+
+
+def normalise_path(path: str) -> str:
+    """Return the path as the cache key sees it (RFC 3986 §6.2.2)."""
+    return remove_dot_segments(_PERCENT.sub(_fix_percent, path or "/"))
+
+
+def normalise_query(query: str, sort: bool) -> str:
+    """Return the query as sent, or with its parameters sorted when opted in."""
+    if not sort or not query:
+        return query
+
+    return "&".join(sorted(query.split("&")))
+
+
+def primary_key(site: str, path: str, query: str, sort_query: bool) -> str:
+    """Return the primary cache key of a GET or HEAD for ``site``.
+
+    Keys of one site share the prefix ``site + " "``, so a purge by
+    prefix is a string comparison.
+    """
+    target = normalise_path(path)
+    query = normalise_query(query, sort_query)
+    if query:
+        target = f"{target}?{query}"
+
+    return f"{site} {target}"
+
+
+def storage_name(primary: str, secondary: str) -> str:
+    """Return the file-system-safe name of one variant of ``primary``."""
+    digest = hashlib.sha256(f"{primary}\0{secondary}".encode()).hexdigest()
+
+    return digest

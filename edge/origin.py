@@ -1,0 +1,208 @@
+"""The origin client: forwards a request, returns a streaming reply.
+
+This module is the one boundary where aiohttp client exceptions become
+``OriginError`` subclasses: unreachable (502), timeout (504) and
+protocol errors such as bad framing or oversized headers (502, never
+the 400 aiohttp reports for them: the client did nothing wrong).
+
+Header handling (RFC 9110 §7.6): hop-by-hop fields and those named in
+Connection are dropped in both directions, ``Via`` gets this edge's
+hop, ``X-Forwarded-For`` gets the client address, and Host is set from
+the site so the origin never sees a Host it was not configured for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import AsyncIterator
+
+import aiohttp
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+from edge.errors import (
+    OriginError,
+    OriginProtocolError,
+    OriginTimeoutError,
+    OriginUnreachableError,
+)
+
+log = logging.getLogger("edge.origin")
+
+# RFC 9110 §7.6.1 plus the non-standard fields that behave the same way.
+HOP_BY_HOP = frozenset({
+    "connection", "keep-alive", "proxy-connection", "te", "trailer",
+    "transfer-encoding", "upgrade", "proxy-authenticate",
+    "proxy-authorization",
+})
+# Fields the edge generates itself when it answers.
+GENERATED = frozenset({"content-length", "age", "x-cache"})
+# aiohttp adds these unless told not to; the origin must see the
+# client's own (or none): an added Accept-Encoding would make the
+# origin compress for a client that cannot decode.
+_SKIP_AUTO = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
+# Bytes per body read: bounds memory per transfer.
+READ_CHUNK = 256 * 1024
+# A pooled connection per origin host beyond which requests queue.
+POOL_SIZE = 256
+
+
+def end_to_end(
+    headers: CIMultiDict[str] | CIMultiDictProxy[str],
+) -> CIMultiDict[str]:
+    """Return ``headers`` without hop-by-hop fields (RFC 9110 §7.6.1)."""
+    named: set[str] = set()
+    for value in headers.getall("Connection", ()):
+        named.update(v.strip().lower() for v in value.split(","))
+    result: CIMultiDict[str] = CIMultiDict()
+    for name, value in headers.items():
+        lower = name.lower()
+        if lower not in HOP_BY_HOP and lower not in named:
+            result.add(name, value)
+
+    return result
+
+
+class OriginResponse:
+    """An origin reply whose body has not been read yet.
+
+    ``headers`` are end-to-end only. Iterate ``chunks()`` once; always
+    call ``close()`` (a partly read body closes the connection).
+    """
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._response = response
+        self.status = response.status
+        self.reason = response.reason or ""
+        self.headers = end_to_end(response.headers)
+        self.headers.popall("Content-Length", None)
+        self.length = _declared_length(response)
+        # A HEAD reply's Content-Length describes the GET body; keep it
+        # to pass on (RFC 9110 §9.3.2).
+        self.head_length = (
+            response.headers.get("Content-Length")
+            if response.method == "HEAD" else None
+        )
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """Yield the body; raise OriginProtocolError if it ends early.
+
+        When a Content-Length was declared and all of it arrived, a late
+        payload error from the client library is ignored: the body is
+        complete by count (aiohttp can report a truncation that did not
+        happen when the origin half-closes right after the body).
+        """
+        received = 0
+        try:
+            async for chunk in self._response.content.iter_chunked(READ_CHUNK):
+                received += len(chunk)
+                yield chunk
+        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
+            if self.length is not None and received == self.length:
+                return
+            raise OriginProtocolError(f"origin body incomplete: {exc}") from None
+        except asyncio.TimeoutError:
+            raise OriginTimeoutError("origin body read timed out") from None
+        if self.length is not None and received != self.length:
+            raise OriginProtocolError(
+                f"origin body has {received} bytes, expected {self.length}"
+            )
+
+    def close(self) -> None:
+        """Release the connection (closing it unless the body was read)."""
+        self._response.close()
+
+
+def _declared_length(response: aiohttp.ClientResponse) -> int | None:
+    # RFC 9112 §6.3: with Transfer-Encoding, Content-Length is ignored.
+    if "Transfer-Encoding" in response.headers:
+        return None
+    if response.status in (204, 304) or response.method == "HEAD":
+        return 0
+    value = response.headers.get("Content-Length")
+    if value is None or not value.strip().isdigit():
+        return None
+
+    return int(value)
+
+
+class OriginClient:
+    """A pooled aiohttp client shared by every site of the edge."""
+
+    def __init__(
+        self, via_name: str, connect_timeout: float, read_timeout: float
+    ) -> None:
+        self.via = f"1.1 {via_name}"
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, connect=connect_timeout, sock_read=read_timeout
+        )
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        """Create the session; call from the running loop."""
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, limit_per_host=POOL_SIZE),
+            timeout=self._timeout,
+            auto_decompress=False,
+            skip_auto_headers=_SKIP_AUTO,
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )
+
+    async def close(self) -> None:
+        """Close the session and its pooled connections."""
+        if self._session is not None:
+            await self._session.close()
+
+    def forward_headers(
+        self,
+        client_headers: CIMultiDictProxy[str],
+        host: str,
+        peer: str | None,
+    ) -> CIMultiDict[str]:
+        """Return the headers to send upstream for a client request."""
+        headers = end_to_end(client_headers)
+        headers.popall("Host", None)
+        headers["Host"] = host
+        via = headers.popall("Via", [])
+        headers["Via"] = ", ".join([*via, self.via])
+        if peer:
+            forwarded = headers.popall("X-Forwarded-For", [])
+            headers["X-Forwarded-For"] = ", ".join([*forwarded, peer])
+
+        return headers
+
+    async def request(
+        self,
+        method: str,
+        origin: str,
+        target: str,
+        headers: CIMultiDict[str],
+        body: aiohttp.StreamReader | bytes | None = None,
+    ) -> OriginResponse:
+        """Send a request; return once the reply's headers have arrived."""
+        assert self._session is not None, "start() not called"
+        url = URL(origin + target, encoded=True)
+        try:
+            response = await self._session.request(
+                method, url, headers=headers, data=body,
+                allow_redirects=False, compress=None,
+            )
+        except asyncio.TimeoutError:
+            raise OriginTimeoutError(f"{origin}: timed out") from None
+        except aiohttp.ClientResponseError as exc:
+            # Raised by the reply parser: oversized or malformed headers.
+            raise OriginProtocolError(f"{origin}: bad reply: {exc.message}") \
+                from None
+        except aiohttp.ServerDisconnectedError:
+            raise OriginProtocolError(f"{origin}: closed without reply") \
+                from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise OriginUnreachableError(f"{origin}: {exc}") from None
+
+        return OriginResponse(response)
+
+
+def describe(exc: OriginError) -> str:
+    """Return a one-line description for logs."""
+    return f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,445 @@
+"""The cache's request path for one site: lookup, decide, fetch, answer.
+
+GET and HEAD look up the store; a fresh entry is a HIT. A stale one is
+revalidated with its validators (REVALIDATED on 304, EXPIRED on a new
+200), served at once while a background refresh runs when
+stale-while-revalidate allows (STALE), or served when the origin fails
+and stale-if-error allows (STALE, RFC 5861). Misses are collapsed per
+primary key through ``edge.fill``. Other methods go to the origin
+uncached (BYPASS) and a successful unsafe one invalidates the URI
+(RFC 9111 §4.4).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from typing import Callable
+
+from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from edge import cachekey, freshness, ranges, respond
+from edge.config import SiteConfig
+from edge.errors import OriginError, StorageError
+from edge.fill import Fill, FillRegistry, FillState
+from edge.httpdate import format_http_date, parse_http_date
+from edge.metrics import Metrics
+from edge.origin import OriginClient, OriginResponse, end_to_end
+from edge.storage import Entry, ObjectMeta, Storage, new_body_file
+
+log = logging.getLogger("edge.proxy")
+
+# Client fields never forwarded on a fill: the fill fetches the whole,
+# unconditional object for everyone; the client's own conditions and
+# ranges are then answered from it.
+FILL_STRIPPED = (
+    "If-None-Match", "If-Modified-Since", "If-Match", "If-Unmodified-Since",
+    "If-Range", "Range",
+)
+# Fields an origin reply never stores: generated per response by us.
+NOT_STORED = ("Age", "X-Cache", "Content-Length")
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+
+
+@dataclasses.dataclass(frozen=True)
+class Ask:
+    """One client request as the cache sees it."""
+
+    site: SiteConfig
+    primary: str
+    target: str
+    method: str
+    headers: CIMultiDictProxy[str]
+    remote: str | None
+    cc: dict[str, str | None]
+
+    @property
+    def is_authorized(self) -> bool:
+        """True when the request carries credentials (RFC 9111 §3.5)."""
+        return "Authorization" in self.headers
+
+
+def request_cache_control(headers: CIMultiDictProxy[str]) -> dict[str, str | None]:
+    """Return the request's directives; Pragma: no-cache counts without CC."""
+    if "Cache-Control" in headers:
+        return freshness.parse_cache_control(headers.getall("Cache-Control"))
+    if "no-cache" in headers.get("Pragma", ""):
+        return {"no-cache": None}
+
+    return {}
+
+
+class Proxy:
+    """The caching logic shared by every site; one per edge process."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        origin: OriginClient,
+        metrics: Metrics,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.storage = storage
+        self.origin = origin
+        self.metrics = metrics
+        self.fills = FillRegistry()
+        self.clock = clock
+
+    # -- GET and HEAD ----------------------------------------------------
+
+    async def lookup(self, request: web.BaseRequest, ask: Ask) -> web.StreamResponse:
+        """Answer a GET or HEAD from the cache or through a fill."""
+        entry = self.storage.get(ask.primary, ask.headers)
+        if entry is not None and ask.is_authorized and \
+                not entry.policy.allows_authorized:
+            entry = None
+        if entry is not None:
+            age = entry.age(self.clock())
+            if self._is_fresh(entry, age, ask.cc):
+                return self.serve(request, entry, age, "HIT")
+            if self._may_serve_while_revalidating(entry, age, ask):
+                self._refresh_in_background(ask, entry)
+                return self.serve(request, entry, age, "STALE")
+        if "only-if-cached" in ask.cc:
+            # RFC 9111 §5.2.1.7: nothing usable stored → 504.
+            return respond.simple(504, "MISS")
+        if ask.method == "HEAD":
+            return await self.pass_through(request, ask, "MISS")
+
+        return await self.fetch(request, ask, entry)
+
+    def _is_fresh(
+        self, entry: Entry, age: float, cc: dict[str, str | None]
+    ) -> bool:
+        policy = entry.policy
+        if policy.always_revalidate or "no-cache" in cc:
+            return False
+        limit = policy.lifetime
+        max_age = freshness.get_delta_seconds(cc, "max-age")
+        if max_age is not None:
+            limit = min(limit, max_age)
+        min_fresh = freshness.get_delta_seconds(cc, "min-fresh") or 0
+        if age + min_fresh < limit:
+            return True
+        # RFC 9111 §5.2.1.2: max-stale lets a client accept stale.
+        if "max-stale" in cc and not policy.forbids_stale:
+            extra = freshness.get_delta_seconds(cc, "max-stale")
+            return extra is None or age < policy.lifetime + extra
+
+        return False
+
+    def _may_serve_while_revalidating(
+        self, entry: Entry, age: float, ask: Ask
+    ) -> bool:
+        policy = entry.policy
+        if policy.forbids_stale or "no-cache" in ask.cc or "max-age" in ask.cc:
+            return False
+
+        return age < policy.lifetime + policy.stale_while_revalidate
+
+    def _may_serve_on_error(self, entry: Entry | None) -> bool:
+        if entry is None or entry.policy.forbids_stale:
+            return False
+        age = entry.age(self.clock())
+
+        return age < entry.policy.lifetime + entry.policy.stale_if_error
+
+    def serve(
+        self, request: web.BaseRequest, entry: Entry, age: float, x_cache: str
+    ) -> web.StreamResponse:
+        """Answer from a stored entry: 304, a range, or the whole body."""
+        headers = respond.cached_headers(entry, age, x_cache)
+        if entry.meta.status == 200 and freshness.is_conditional_match(
+            request.headers, entry.etag, entry.policy.last_modified
+        ):
+            return respond.not_modified(headers)
+        body = self.storage.read_body(entry)
+        if entry.meta.status == 200 and "Range" in request.headers:
+            return ranges.answer(request, entry, body, headers)
+        headers["Accept-Ranges"] = "bytes"
+
+        return respond.from_entry(entry, body, headers)
+
+    # -- fills -----------------------------------------------------------
+
+    async def fetch(
+        self, request: web.BaseRequest, ask: Ask, stale: Entry | None,
+        shared: bool = True,
+    ) -> web.StreamResponse:
+        """Fetch through a fill, joining one in flight when allowed."""
+        shared = shared and not ask.is_authorized and "no-store" not in ask.cc
+        if shared:
+            fill = self.fills.get(ask.primary)
+            if fill is not None:
+                return await self._follow(request, ask, fill, stale)
+        fill = self.fills.start(ask.primary, shared)
+        try:
+            reply = await self._run_fill(ask, fill, stale)
+        except OriginError as exc:
+            if self._may_serve_on_error(stale):
+                assert stale is not None
+                return self.serve(request, stale, stale.age(self.clock()), "STALE")
+            log.warning("origin failed key=%s error=%s", ask.primary, exc)
+            return respond.simple(exc.status, "MISS")
+        x_cache = "EXPIRED" if stale is not None else "MISS"
+        if reply is None:
+            return await self._serve_fill(request, fill, x_cache)
+        if reply.status in freshness.STALE_IF_ERROR_STATUSES and \
+                self._may_serve_on_error(stale):
+            assert stale is not None
+            reply.close()
+            return self.serve(request, stale, stale.age(self.clock()), "STALE")
+
+        return await self.relay(request, reply, x_cache)
+
+    async def _follow(
+        self, request: web.BaseRequest, ask: Ask, fill: Fill, stale: Entry | None
+    ) -> web.StreamResponse:
+        await fill.settled_or_streaming()
+        if fill.state is FillState.STREAMING and fill.vary_values == \
+                freshness.vary_values(fill.vary_fields, ask.headers):
+            return await self._serve_fill(request, fill, "MISS")
+        if fill.state is FillState.DONE and fill.entry is not None and \
+                fill.entry.matches(ask.headers):
+            x_cache = "REVALIDATED" if fill.revalidated else "MISS"
+            entry = fill.entry
+            return self.serve(request, entry, entry.age(self.clock()), x_cache)
+        # Not shareable, failed, or another variant: fetch alone, once.
+        return await self.fetch(request, ask, stale, shared=False)
+
+    async def _run_fill(
+        self, ask: Ask, fill: Fill, stale: Entry | None
+    ) -> OriginResponse | None:
+        """Ask the origin for a fill.
+
+        Returns None when the fill is now STREAMING or DONE (serve from
+        it), or the origin's reply when it is not shareable (the fill is
+        UNSHARED). Raises OriginError (the fill is FAILED).
+        """
+        headers = self.origin.forward_headers(ask.headers, ask.site.hostname,
+                                              ask.remote)
+        for name in FILL_STRIPPED:
+            headers.popall(name, None)
+        if stale is not None:
+            _add_validators(headers, stale)
+        request_time = self.clock()
+        try:
+            started = time.monotonic()
+            reply = await self.origin.request(
+                "GET", ask.site.origin, ask.target, headers
+            )
+            self.metrics.observe_origin(time.monotonic() - started)
+        except OriginError as exc:
+            self.fills.forget(fill)
+            fill.finish(FillState.FAILED, exc)
+            raise
+        response_time = self.clock()
+        if stale is not None and reply.status == 304:
+            reply.close()
+            fill.entry = await self._refresh(stale, reply, request_time,
+                                             response_time)
+            fill.revalidated = True
+            self.fills.forget(fill)
+            fill.finish(FillState.DONE)
+            return None
+        if self._start_stream(ask, fill, reply, request_time, response_time):
+            return None
+        self.fills.forget(fill)
+        fill.finish(FillState.UNSHARED)
+
+        return reply
+
+    def _start_stream(
+        self, ask: Ask, fill: Fill, reply: OriginResponse,
+        request_time: float, response_time: float,
+    ) -> bool:
+        """Start copying a storable reply into the cache; False if not."""
+        if not freshness.is_storable("GET", reply.status, ask.headers,
+                                     reply.headers):
+            return False
+        if not self.storage.is_writable():
+            return False
+        meta = build_meta(ask, reply, request_time, response_time)
+        policy = freshness.policy_for(
+            meta.status, CIMultiDict(meta.headers), meta.date_value,
+            meta.negative_ttl,
+        )
+        # Policy: an object that is never fresh and cannot be revalidated
+        # would only cost disk space.
+        if policy.lifetime <= 0 and not policy.has_validator:
+            return False
+        try:
+            fd, temp = self.storage.new_temp()
+        except StorageError:
+            return False
+        headers = CIMultiDict(meta.headers)
+        age = freshness.current_age(meta.age_value, meta.date_value,
+                                    request_time, response_time, response_time)
+        headers["Age"] = str(int(age))
+        fill.vary_fields = meta.vary_fields
+        fill.vary_values = meta.vary_values
+        fill.start_stream(reply, headers, fd, temp)
+        self.fills.spawn(fill.copy_body(reply, self.storage, meta, fd, temp))
+
+        return True
+
+    async def _refresh(
+        self, stale: Entry, reply: OriginResponse,
+        request_time: float, response_time: float,
+    ) -> Entry:
+        """Merge a 304 into the stored entry (RFC 9111 §3.2, §4.3.4)."""
+        fresh = reply.headers.copy()
+        date_value = parse_http_date(fresh.get("Date"))
+        if date_value is None:
+            date_value = response_time
+            fresh["Date"] = format_http_date(response_time)
+        meta = dataclasses.replace(
+            stale.meta,
+            headers=freshness.merge_304(stale.meta.headers, fresh),
+            request_time=request_time,
+            response_time=response_time,
+            date_value=date_value,
+            age_value=freshness.parse_age(reply.headers.get("Age")),
+        )
+
+        return await self.storage.update(stale, meta)
+
+    async def _serve_fill(
+        self, request: web.BaseRequest, fill: Fill, x_cache: str
+    ) -> web.StreamResponse:
+        if fill.state is FillState.STREAMING and "Range" in request.headers:
+            # Ranges are cut from the complete object.
+            await fill.settled()
+        if fill.state is FillState.DONE and fill.entry is not None:
+            entry = fill.entry
+            return self.serve(request, entry, entry.age(self.clock()), x_cache)
+        if fill.state is not FillState.STREAMING:
+            return respond.simple(502, x_cache)
+        headers = fill.headers.copy()
+        headers["X-Cache"] = x_cache
+        if fill.status == 200 and freshness.is_conditional_match(
+            request.headers, headers.get("ETag"), headers.get("Last-Modified")
+        ):
+            return respond.not_modified(headers)
+        body = None if request.method == "HEAD" else fill.read()
+
+        return await respond.stream(request, fill.status, fill.reason, headers,
+                                    fill.length, body)
+
+    def _refresh_in_background(self, ask: Ask, entry: Entry) -> None:
+        """Revalidate ``entry`` once, without a client (RFC 5861 §3)."""
+        if self.fills.get(ask.primary) is not None:
+            return
+        fill = self.fills.start(ask.primary, shared=True)
+
+        async def refresh() -> None:
+            try:
+                reply = await self._run_fill(ask, fill, entry)
+            except OriginError:
+                return
+            if reply is not None:
+                reply.close()
+
+        self.fills.spawn(refresh())
+
+    # -- everything else -------------------------------------------------
+
+    async def pass_through(
+        self, request: web.BaseRequest, ask: Ask, x_cache: str = "BYPASS"
+    ) -> web.StreamResponse:
+        """Forward a request uncached; invalidate after a successful unsafe one."""
+        headers = self.origin.forward_headers(ask.headers, ask.site.hostname,
+                                              ask.remote)
+        body = request.content if request.body_exists else None
+        try:
+            reply = await self.origin.request(
+                ask.method, ask.site.origin, ask.target, headers, body
+            )
+        except OriginError as exc:
+            log.warning("origin failed key=%s error=%s", ask.primary, exc)
+            return respond.simple(exc.status, x_cache)
+        if ask.method not in SAFE_METHODS and 200 <= reply.status < 400:
+            self.invalidate(ask, reply)
+
+        return await self.relay(request, reply, x_cache)
+
+    def invalidate(self, ask: Ask, reply: OriginResponse) -> None:
+        """Drop stored responses for the URI and its Location fields (§4.4)."""
+        doomed = {ask.primary}
+        for name in ("Location", "Content-Location"):
+            value = reply.headers.get(name)
+            if value and value.startswith("/"):
+                path, _, query = value.partition("?")
+                doomed.add(cachekey.primary_key(
+                    ask.site.hostname, path, query, ask.site.sort_query
+                ))
+        self.storage.purge(doomed.__contains__)
+
+    async def relay(
+        self, request: web.BaseRequest, reply: OriginResponse, x_cache: str
+    ) -> web.StreamResponse:
+        """Stream an origin reply to the client without storing it."""
+        headers = reply.headers.copy()
+        headers.popall("X-Cache", None)
+        headers["X-Cache"] = x_cache
+        length = reply.length
+        if request.method == "HEAD":
+            body = None
+            if reply.head_length is not None:
+                headers["Content-Length"] = reply.head_length
+                length = None
+        else:
+            body = reply.chunks()
+        try:
+            return await respond.stream(request, reply.status, reply.reason,
+                                        headers, length, body)
+        finally:
+            reply.close()
+
+
+def _add_validators(headers: CIMultiDict[str], stale: Entry) -> None:
+    """Make the fill conditional on the stored validators (RFC 9111 §4.3.1)."""
+    if stale.policy.etag is not None:
+        headers["If-None-Match"] = stale.policy.etag
+    if stale.policy.last_modified is not None:
+        headers["If-Modified-Since"] = stale.policy.last_modified
+
+
+def build_meta(
+    ask: Ask, reply: OriginResponse, request_time: float, response_time: float
+) -> ObjectMeta:
+    """Return the metadata to store for a reply (body length still 0).
+
+    An invalid or missing Date is replaced with the receipt time (RFC
+    9110 §6.6.1), so the age computation never sees a bogus date.
+    """
+    headers = end_to_end(reply.headers)
+    for name in NOT_STORED:
+        headers.popall(name, None)
+    date_value = parse_http_date(headers.get("Date"))
+    if date_value is None:
+        date_value = response_time
+        headers.popall("Date", None)
+        headers["Date"] = format_http_date(response_time)
+    fields = freshness.get_vary_fields(headers)
+    values = freshness.vary_values(fields, ask.headers)
+    name = cachekey.storage_name(ask.primary, repr(list(zip(fields, values))))
+
+    return ObjectMeta(
+        primary=ask.primary,
+        name=name,
+        status=reply.status,
+        reason=reply.reason,
+        headers=tuple(headers.items()),
+        vary_fields=fields,
+        vary_values=values,
+        request_time=request_time,
+        response_time=response_time,
+        date_value=date_value,
+        age_value=freshness.parse_age(reply.headers.get("Age")),
+        length=0,
+        body_file=new_body_file(name),
+        negative_ttl=ask.site.negative_ttl,
+    )

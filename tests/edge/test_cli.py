@@ -1,0 +1,107 @@
+"""The cdn-edge command as the lab runs it: a real process on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+from typing import Any
+
+import aiohttp
+import pytest
+
+from edge.cli import main
+from tests.edge.conftest import Origin
+
+pytestmark = pytest.mark.e2e
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _write_config(path: Any, origin_url: str, port: int) -> None:
+    path.write_text(
+        "[server]\n"
+        f'listen = "127.0.0.1:{port}"\n'
+        'name = "t1"\ncache_dir = "cache"\nadmin_token = "tok"\n'
+        "[[site]]\n"
+        'hostname = "cdn.example.com"\n'
+        f'origin = "{origin_url}"\n'
+    )
+
+
+def test_check_reports_bad_config_in_one_line(tmp_path: Any, capsys: Any) -> None:
+    """A bad key exits 2 with file, key and problem, no traceback."""
+    config = tmp_path / "edge.toml"
+    config.write_text('[server]\nlisten = "nowhere"\ncache_dir = "c"\n')
+
+    status = main(["check", "--config", str(config)])
+
+    err = capsys.readouterr().err.strip()
+    assert status == 2
+    assert err.count("\n") == 0
+    assert str(config) in err and "server.listen" in err
+
+
+def test_check_accepts_a_good_config(tmp_path: Any) -> None:
+    """A valid configuration passes ``check`` with status 0."""
+    config = tmp_path / "edge.toml"
+    _write_config(config, "http://127.0.0.1:9", 8080)
+
+    assert main(["check", "--config", str(config)]) == 0
+
+
+async def test_serve_process_fills_survives_restart_and_drains(
+    tmp_path: Any, origin: Origin
+) -> None:
+    """cdn-edge serve: MISS then HIT; the cache survives a restart; SIGUSR1
+    makes health 503."""
+    origin.static("/index.html", "hello", Cache_Control="max-age=600")
+    port = _free_port()
+    config = tmp_path / "edge.toml"
+    _write_config(config, origin.url, port)
+    url = f"http://127.0.0.1:{port}"
+    statuses: list[str] = []
+    for _ in range(2):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "edge.cli", "serve", "--config", str(config)],
+            stderr=subprocess.PIPE,
+        )
+        try:
+            async with aiohttp.ClientSession() as session:
+                await _wait_up(session, url)
+                for _ in range(2):
+                    async with session.get(
+                        url + "/index.html", headers={"Host": "cdn.example.com"}
+                    ) as response:
+                        assert await response.read() == b"hello"
+                        statuses.append(response.headers["X-Cache"])
+                proc.send_signal(signal.SIGUSR1)
+                await asyncio.sleep(0.2)
+                async with session.get(url + "/healthz") as response:
+                    assert response.status == 503
+        finally:
+            proc.terminate()
+            assert proc.wait(10) == 0
+
+    assert statuses == ["MISS", "HIT", "HIT", "HIT"]
+    assert origin.count("/index.html") == 1
+    assert os.listdir(tmp_path / "cache" / "tmp") == []
+
+
+async def _wait_up(session: aiohttp.ClientSession, url: str) -> None:
+    for _ in range(100):
+        try:
+            async with session.get(url + "/healthz") as response:
+                if response.status == 200:
+                    return
+        except aiohttp.ClientError:
+            pass
+        await asyncio.sleep(0.05)
+    raise AssertionError("edge did not start")
