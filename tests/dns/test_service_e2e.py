@@ -1,0 +1,187 @@
+"""The whole router process on loopback, queried with dig: UDP and TCP on
+IPv4 and IPv6, SIGHUP reload (good and bad zones), SIGTERM, workers."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.dns.helpers import REPO, ZONES
+
+pytestmark = pytest.mark.e2e
+
+CONFIG = """
+[server]
+listen = ["127.0.0.1:{port}", "[::1]:{port}"]
+zones_dir = "zones"
+server_id = "router-e2e"
+version = "pycdn-dnsrouter"
+workers = {workers}
+
+[geoip]
+database = "{geoip}"
+
+[[cdn]]
+name = "cdn.example.com."
+default_pop = "us"
+
+[[pop]]
+name = "us"
+latitude = 39.04
+longitude = -77.49
+
+[[edge]]
+name = "us1"
+pop = "us"
+ipv4 = "192.0.2.41"
+health_url = "http://127.0.0.1:9/healthz"
+"""
+
+
+def free_port() -> int:
+    """A port free on both UDP and TCP at 127.0.0.1 and ::1 right now."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.bind(("127.0.0.1", 0))
+            port = udp.getsockname()[1]
+        try:
+            for family, host in [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")]:
+                for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+                    with socket.socket(family, kind) as probe:
+                        probe.bind((host, port))
+            return port
+        except OSError:
+            continue
+
+
+def dig(port: int, *args: str, server: str = "127.0.0.1") -> str:
+    result = subprocess.run(
+        ["dig", "@" + server, "-p", str(port), "+norec", "+time=2", "+tries=1", *args],
+        capture_output=True, text=True, timeout=10,
+    )
+    return result.stdout
+
+
+def start(tmp_path: Path, workers: int = 1) -> tuple[subprocess.Popen[str], int]:
+    port = free_port()
+    shutil.copytree(ZONES, tmp_path / "zones", dirs_exist_ok=True)
+    (tmp_path / "router.toml").write_text(
+        CONFIG.format(port=port, workers=workers, geoip=REPO / "geodata" / "test-city.mmdb")
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from dnsrouter import service; "
+         "sys.exit(service.run(sys.argv[1]))", str(tmp_path / "router.toml")],
+        stderr=subprocess.PIPE, text=True, cwd=REPO,
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if "192.0.2.10" in dig(port, "www.example.com", "+short"):
+            return proc, port
+        time.sleep(0.1)
+    proc.kill()
+    raise AssertionError("router did not come up: %s" % proc.stderr.read())  # type: ignore[union-attr]
+
+
+@pytest.fixture
+def router(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], int, Path]]:
+    proc, port = start(tmp_path)
+    yield proc, port, tmp_path
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(5)
+
+
+def test_answers_over_udp_and_tcp_on_ipv4_and_ipv6(router) -> None:
+    """The same answers on every transport and address family."""
+    _, port, _ = router
+
+    for server in ("127.0.0.1", "::1"):
+        for transport in ("+notcp", "+tcp"):
+            out = dig(port, "www.example.com", transport, server=server)
+            assert "flags: qr aa;" in out and "192.0.2.10" in out
+
+
+def test_tc_then_tcp_retry_gets_the_whole_rrset(router) -> None:
+    """D04: dig +bufsize=512 sees TC and retries over TCP for all 40."""
+    _, port, _ = router
+
+    out = dig(port, "big.example.com", "+bufsize=512", "+short")
+
+    assert len(out.split()) == 40
+
+
+def test_cdn_name_is_answered_from_the_router(router) -> None:
+    """cdn.example.com is routed (fail-open US edge: no health server)."""
+    _, port, _ = router
+
+    assert dig(port, "cdn.example.com", "+short").split() == ["192.0.2.41"]
+
+
+def test_sighup_applies_a_good_zone_and_keeps_old_on_a_bad_one(router) -> None:
+    """SIGHUP reloads atomically: a broken zone leaves the old one serving."""
+    proc, port, tmp_path = router
+    zone = tmp_path / "zones" / "example.com.zone"
+
+    zone.write_text(zone.read_text() + "new IN A 192.0.2.99\n")
+    proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 5
+    while "192.0.2.99" not in dig(port, "new.example.com", "+short"):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+
+    zone.write_text(zone.read_text() + "bad IN CNAME x\nbad IN A 192.0.2.1\n")
+    proc.send_signal(signal.SIGHUP)
+    time.sleep(0.5)
+
+    assert dig(port, "new.example.com", "+short").split() == ["192.0.2.99"]
+
+
+def test_sigterm_stops_cleanly(router) -> None:
+    """SIGTERM ends the process with status 0."""
+    proc, _, _ = router
+
+    proc.send_signal(signal.SIGTERM)
+
+    assert proc.wait(10) == 0
+
+
+def test_bad_config_exits_2_with_message(tmp_path: Path) -> None:
+    """A config error is printed to stderr and the exit status is 2."""
+    (tmp_path / "router.toml").write_text("[server]\nlisten = 5\n")
+
+    result = subprocess.run(
+        [sys.executable, "-c", "import sys; from dnsrouter import service; "
+         "sys.exit(service.run(sys.argv[1]))", str(tmp_path / "router.toml")],
+        capture_output=True, text=True, cwd=REPO, timeout=20,
+    )
+
+    assert result.returncode == 2 and "router.toml" in result.stderr
+
+
+def test_two_workers_share_the_port_and_stop_together(tmp_path: Path) -> None:
+    """workers = 2: both processes answer on one port; SIGTERM stops all."""
+    proc, port = start(tmp_path, workers=2)
+    try:
+        for _ in range(10):
+            assert "192.0.2.10" in dig(port, "www.example.com", "+short")
+        children = subprocess.run(
+            ["pgrep", "-P", str(proc.pid)], capture_output=True, text=True
+        ).stdout.split()
+        assert len(children) == 2
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+        for child in children:
+            with pytest.raises(ProcessLookupError):
+                os.kill(int(child), 0)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
