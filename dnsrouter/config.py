@@ -243,8 +243,13 @@ class _Reader:
         readers = []
         for index, item in enumerate(value):
             name = item.get("name")
-            label = name if isinstance(name, str) and name else f"[{index}]"
-            readers.append(_Reader(self.file, f"{key}.{label}", item))
+            if not isinstance(name, str) or not name:
+                path = f"{key}[{index}]"
+            elif "." in name:
+                path = f'{key}["{name}"]'
+            else:
+                path = f"{key}.{name}"
+            readers.append(_Reader(self.file, path, item))
 
         return readers
 

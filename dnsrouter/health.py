@@ -295,7 +295,7 @@ class TcpProber:
 
 
 def _failed(failure: Failure) -> ProbeResult:
-    if failure.check(defer.CancelledError):
+    if failure.check(defer.CancelledError, defer.TimeoutError):
         return ProbeResult(False, detail="timeout")
     detail = failure.getErrorMessage() or failure.type.__name__
 

@@ -361,24 +361,29 @@ class Router:
     def _select(
         self, cdn: CdnConfig, order: tuple[str, ...], family: int, qname: str
     ) -> tuple[tuple[str, ...], bool]:
-        full_fallback: _Pool | None = None
-        for pop in order:
+        for position, pop in enumerate(order):
             pool = self._pools.get((pop, family))
             if pool is None:
                 continue
             if pool.usable:
                 return self._pick(pool, pool.usable, pool.cycle, family, qname), False
-            if pool.full:
-                if full_fallback is None:
-                    full_fallback = pool
-                if pool.keeps_next():
-                    return self._pick_full(pool, family, qname), False
-                self.counters["spilled"] += 1
-        if full_fallback is not None:
-            # Every PoP is full: the nearest full one takes the query.
-            return self._pick_full(full_fallback, family, qname), False
+            if not pool.full:
+                continue
+            # Spill only towards room: with no PoP further down the list
+            # that takes clients, the nearest full PoP keeps them all.
+            if not self._has_room(order[position + 1:], family) or pool.keeps_next():
+                return self._pick_full(pool, family, qname), False
+            self.counters["spilled"] += 1
 
         return self._fail_open(cdn, order, family)
+
+    def _has_room(self, pops: tuple[str, ...], family: int) -> bool:
+        for pop in pops:
+            pool = self._pools.get((pop, family))
+            if pool is not None and pool.usable:
+                return True
+
+        return False
 
     def _pick_full(self, pool: _Pool, family: int, qname: str) -> tuple[str, ...]:
         return self._pick(pool, pool.full, pool.full_cycle, family, qname)

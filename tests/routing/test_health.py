@@ -1,0 +1,173 @@
+"""Health probe interpretation, hysteresis and scheduling on a fake clock."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+from twisted.internet import task
+
+from dnsrouter.config import EdgeConfig, HealthConfig
+from dnsrouter.health import (
+    EdgeHealth,
+    EdgeMonitor,
+    HealthChecker,
+    ProbeResult,
+    classify_http,
+)
+
+from .helpers import DOWN, UP, FakeProber
+
+OK = tuple(range(200, 300))
+REPORT = {
+    "status": "up", "draining": False, "connections": 3,
+    "max_connections": 1000, "bytes_per_second": 1234.5, "overloaded": False,
+    "cache": {"objects": 10},
+}
+
+
+def body(**changes: object) -> bytes:
+    return json.dumps({**REPORT, **changes}).encode()
+
+
+@pytest.mark.parametrize(
+    ("status", "payload", "ok", "draining", "full"),
+    [
+        (200, body(), True, False, False),
+        (200, b"OK", True, False, False),                 # non-JSON 200
+        (200, body(draining=True), True, True, False),
+        (503, body(status="draining", draining=True), True, True, False),
+        (503, b"Service Unavailable", False, False, False),
+        (200, body(overloaded=True), True, False, True),
+        (200, body(connections=1000), True, False, True),  # at its limit
+        (200, body(status="down"), False, False, False),
+        (301, b"", False, False, False),                   # 3xx is a failure
+        (500, body(), False, False, False),
+    ],
+)
+def test_http_reply_classification(status, payload, ok, draining, full):
+    """Each status/body pair maps to healthy, draining, full or failed."""
+    result = classify_http(status, payload, OK)
+
+    monitor = EdgeMonitor(3, 2)
+    monitor.record(result)
+
+    assert result.ok is ok
+    assert monitor.health.draining is draining
+    assert monitor.health.is_full is full
+
+
+def test_load_figures_are_kept_from_the_report():
+    """connections, max_connections and bytes_per_second reach routing."""
+    result = classify_http(200, body(), OK)
+
+    assert (result.connections, result.max_connections) == (3, 1000)
+    assert result.bytes_per_second == 1234.5
+
+
+@pytest.mark.parametrize(
+    ("results", "expected_up"),
+    [
+        ("", True),              # assumed up before any result
+        ("F", False),            # the first result decides directly
+        ("SF", True),
+        ("SFF", True),
+        ("SFFF", False),         # fall = 3
+        ("SFFFS", False),
+        ("SFFFSS", True),        # rise = 2
+        ("SFSFSFSF", True),      # flapping never reaches fall
+        ("SFFSFF", True),
+    ],
+)
+def test_hysteresis_table(results: str, expected_up: bool):
+    """fall=3 failures to go down, rise=2 successes to come back."""
+    monitor = EdgeMonitor(fall=3, rise=2)
+
+    for letter in results:
+        monitor.record(UP if letter == "S" else DOWN)
+
+    assert monitor.health.up is expected_up
+    assert monitor.health.probed is bool(results)
+
+
+def edge(name: str, url: str | None = None) -> EdgeConfig:
+    return EdgeConfig(
+        name, "eu", "192.0.2.21", None, url or f"http://192.0.2.21/{name}"
+    )
+
+
+def checker(config: HealthConfig, *edges: EdgeConfig):
+    clock = task.Clock()
+    prober = FakeProber()
+    changes: list[tuple[str, EdgeHealth]] = []
+    health = HealthChecker(
+        clock, tuple(edges), config, lambda n, h: changes.append((n, h)),
+        prober=prober, rng=random.Random(1),
+    )
+    return health, clock, prober, changes
+
+
+def test_jitter_only_shortens_intervals_and_spreads_edges():
+    """With 10 % jitter every gap is in [0.9, 1.0] x interval."""
+    config = HealthConfig(interval=1.0, timeout=0.5, jitter=0.1)
+    health, clock, prober, _ = checker(config, edge("a"), edge("b"))
+    health.start()
+
+    times: dict[str, list[float]] = {"a": [], "b": []}
+    for _ in range(200):
+        clock.advance(0.01)
+        while prober.calls:
+            times[prober.calls.pop(0)].append(clock.seconds())
+
+    for name, seen in times.items():
+        gaps = [b - a for a, b in zip(seen, seen[1:])]
+        assert len(seen) >= 2, name
+        assert all(0.89 <= gap <= 1.011 for gap in gaps), (name, gaps)
+    assert times["a"] != times["b"]
+
+
+def test_probes_never_overlap_when_one_hangs_past_the_interval():
+    """A probe that never answers is timed out, not stacked up."""
+    config = HealthConfig(interval=1.0, timeout=1.0, jitter=0.0)
+    health, clock, prober, changes = checker(config, edge("a"))
+    prober.set("a", None)
+    health.start()
+
+    clock.pump([0.5] * 8)
+
+    assert len(prober.calls) <= 5
+    assert health.states()["a"].detail == "timeout"
+
+
+def test_reload_keeps_state_of_unchanged_edges_and_resets_changed_ones():
+    """Same URL keeps its down state; a new URL starts assumed up."""
+    config = HealthConfig(interval=1.0, timeout=0.5, jitter=0.0)
+    health, clock, prober, _ = checker(config, edge("a"), edge("b"))
+    prober.set("a", DOWN)
+    prober.set("b", DOWN)
+    health.start()
+    clock.advance(0)
+
+    health.reload((edge("a"), edge("b", "http://192.0.2.22/new")), config)
+
+    states = health.states()
+    assert states["a"].up is False and states["a"].probed
+    assert states["b"].up is True and not states["b"].probed
+
+
+def test_stop_cancels_timers_and_ignores_late_results():
+    """After stop() no probe runs and no change is reported."""
+    config = HealthConfig(interval=1.0, timeout=0.5, jitter=0.0)
+    health, clock, prober, changes = checker(config, edge("a"))
+    health.start()
+    clock.advance(0)
+    calls = len(prober.calls)
+
+    health.stop()
+    prober.set("a", DOWN)
+    clock.pump([1.0] * 5)
+
+    assert len(prober.calls) == calls
+    assert clock.getDelayedCalls() == []
+    assert health.states()["a"].up
