@@ -106,6 +106,9 @@ class Proxy:
             # RFC 9111 §5.2.1.7: nothing usable stored → 504.
             return respond.simple(504, "MISS")
         if ask.method == "HEAD":
+            fill = self.fills.get(ask.primary)
+            if fill is not None and not ask.is_authorized:
+                return await self._follow(request, ask, fill, entry)
             return await self.pass_through(request, ask, "MISS")
 
         return await self.fetch(request, ask, entry)
@@ -184,6 +187,8 @@ class Proxy:
             log.warning("origin failed key=%s error=%s", ask.primary, exc)
             return respond.simple(exc.status, "MISS")
         x_cache = "EXPIRED" if stale is not None else "MISS"
+        if fill.revalidated:
+            x_cache = "REVALIDATED"
         if reply is None:
             return await self._serve_fill(request, fill, x_cache)
         if reply.status in freshness.STALE_IF_ERROR_STATUSES and \
@@ -197,13 +202,16 @@ class Proxy:
     async def _follow(
         self, request: web.BaseRequest, ask: Ask, fill: Fill, stale: Entry | None
     ) -> web.StreamResponse:
+        # A follower is answered from the cache's copy as it fills, like a
+        # hit that waited; only the request that went to the origin is a
+        # MISS.
         await fill.settled_or_streaming()
         if fill.state is FillState.STREAMING and fill.vary_values == \
                 freshness.vary_values(fill.vary_fields, ask.headers):
-            return await self._serve_fill(request, fill, "MISS")
+            return await self._serve_fill(request, fill, "HIT")
         if fill.state is FillState.DONE and fill.entry is not None and \
                 fill.entry.matches(ask.headers):
-            x_cache = "REVALIDATED" if fill.revalidated else "MISS"
+            x_cache = "REVALIDATED" if fill.revalidated else "HIT"
             entry = fill.entry
             return self.serve(request, entry, entry.age(self.clock()), x_cache)
         # Not shareable, failed, or another variant: fetch alone, once.

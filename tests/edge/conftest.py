@@ -20,6 +20,7 @@ from multidict import CIMultiDictProxy
 
 from edge.app import Edge
 from edge.config import EdgeConfig, ServerConfig, SiteConfig
+from edge.httpdate import format_http_date
 
 HOST = "cdn.example.com"
 Handler = Callable[[web.BaseRequest, int], Awaitable[web.StreamResponse]]
@@ -50,7 +51,8 @@ class Seen:
 class Origin:
     """A scriptable origin server that records what it was asked."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
         self.routes: dict[str, Handler] = {}
         self.seen: list[Seen] = []
         self.hits: collections.Counter[str] = collections.Counter()
@@ -86,7 +88,12 @@ class Origin:
         if handler is None:
             return web.Response(status=404, text="not found")
 
-        return await handler(request, self.hits[request.path])
+        response = await handler(request, self.hits[request.path])
+        # Date follows the test's clock, as a real origin's would.
+        if "Date" not in response.headers:
+            response.headers["Date"] = format_http_date(self.clock())
+
+        return response
 
     async def start(self) -> None:
         self._runner = web.ServerRunner(web.Server(self._handle))
@@ -183,16 +190,22 @@ def make_config(
 
 
 @pytest.fixture
-async def origin() -> AsyncIterator[Origin]:
-    server = Origin()
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def origin(clock: FakeClock) -> AsyncIterator[Origin]:
+    server = Origin(clock)
     await server.start()
     yield server
     await server.stop()
 
 
 @pytest.fixture
-async def edge(origin: Origin, tmp_path: Any) -> AsyncIterator[EdgeUnderTest]:
-    clock = FakeClock()
+async def edge(
+    origin: Origin, tmp_path: Any, clock: FakeClock
+) -> AsyncIterator[EdgeUnderTest]:
     config = make_config(origin.url, str(tmp_path / "cache"))
     under_test = EdgeUnderTest(Edge(config, clock=clock), clock)
     await under_test.start()
