@@ -69,6 +69,7 @@ class Zone:
     nodes: dict[bytes, dict[int, RRset]]
     cuts: frozenset[bytes]
     source: str = ""
+    warnings: tuple[str, ...] = ()
     key: bytes = field(init=False)
 
     def __post_init__(self) -> None:
@@ -250,7 +251,7 @@ def build_zone(parsed: zonefile.ParsedZone, source: str) -> Zone:
     cuts = frozenset(
         key for key, node in nodes.items() if key != apex and rdata.NS in node
     )
-    zone = Zone(parsed.origin, nodes, cuts, source)
+    zone = Zone(parsed.origin, nodes, cuts, source, parsed.warnings)
     problems.extend(_check(zone, lines, source))
     if problems:
         raise ZoneError("\n".join(problems))
@@ -304,25 +305,29 @@ def _check(zone: Zone, lines: dict[tuple[bytes, int], str], source: str) -> list
     for key, node in zone.nodes.items():
         if rdata.CNAME in node and len(node) > 1:
             problems.append("%s: CNAME and other data" % lines[(key, rdata.CNAME)])
-        if rdata.NS in node:
-            problems.extend(_check_ns(zone, node[rdata.NS], lines[(key, rdata.NS)]))
+    if rdata.NS in apex:
+        problems.extend(_check_ns(zone, apex[rdata.NS], lines[(zone.key, rdata.NS)]))
 
     return problems
 
 
 def _check_ns(zone: Zone, ns: RRset, where: str) -> list[str]:
-    """BIND's integrity check: an NS target inside the zone needs an
-    address record (for targets below a cut, glue)."""
+    """BIND's integrity check of the apex NS RRset: a target inside the
+    zone must have address records and must not be a CNAME (RFC 2181
+    section 10.3).  Delegations without glue only get warnings there, so
+    they are not checked here."""
     problems = []
     for target in ns.rdatas:
         key = names.key_of(target)
-        if not names.is_subdomain(key, zone.key):
+        if not names.is_subdomain(key, zone.key) or zone.find_cut(key, 0):
             continue
         node = zone.nodes.get(key, {})
-        if rdata.A not in node and rdata.AAAA not in node:
+        text = names.to_text(target).rstrip(".")
+        if rdata.CNAME in node:
+            problems.append("%s: NS '%s' is a CNAME (illegal)" % (where, text))
+        elif rdata.A not in node and rdata.AAAA not in node:
             problems.append(
-                "%s: NS '%s' has no address records (A or AAAA)"
-                % (where, names.to_text(target).rstrip("."))
+                "%s: NS '%s' has no address records (A or AAAA)" % (where, text)
             )
 
     return problems

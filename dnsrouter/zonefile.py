@@ -207,10 +207,13 @@ class _Loader:
     def include_path(self, path: Path, raw: str, where: str) -> Path:
         """Resolve an $INCLUDE file beside the including file, confined to
         the zone directory so a zone cannot read other files."""
-        target = Path(os.path.realpath(path.parent / names.decode_escapes(raw).decode("latin-1")))
+        relative = names.decode_escapes(raw).decode("latin-1")
+        target = Path(os.path.realpath(path.parent / relative))
         root = Path(os.path.realpath(self.root_dir))
         if root not in target.parents:
             raise ZoneError("%s: $INCLUDE %s is outside %s" % (where, raw, root))
+        if not target.is_file():
+            raise ZoneError("%s: $INCLUDE file %s not found" % (where, raw))
 
         return target
 
@@ -277,8 +280,10 @@ class _Loader:
             return self.default_ttl
         if rtype == rdata.SOA:
             # BIND's fallback without any TTL: the SOA MINIMUM field.
+            # It then acts as a $TTL: later explicit TTLs do not change it.
             minimum = int.from_bytes(data[-4:], "big")
             self.default_ttl = minimum
+            self.has_dollar_ttl = True
             self.warnings.append("%s: no TTL specified; using SOA MINTTL" % where)
             return minimum
         raise ZoneError("%s: no TTL specified" % where)
