@@ -84,6 +84,9 @@ class Edge:
             max_field_size=server.max_field_bytes * PARSER_SLACK,
             max_headers=server.max_header_lines,
             access_log=None,
+            # An unread request body (413, or an origin that answered
+            # early) closes the connection rather than being drained.
+            lingering_time=0,
         )
 
         return self.server

@@ -78,6 +78,14 @@ class OriginResponse:
         self.headers = end_to_end(response.headers)
         self.headers.popall("Content-Length", None)
         self.length = _declared_length(response)
+        # RFC 9112 §6.1: a reply framed with both Transfer-Encoding and
+        # Content-Length may be a smuggling attempt; do not reuse the
+        # connection after it.
+        self._reusable = not (
+            "Transfer-Encoding" in response.headers
+            and "Content-Length" in response.headers
+        )
+        self._complete = self.length == 0
         # A HEAD reply's Content-Length describes the GET body; keep it
         # to pass on (RFC 9110 §9.3.2).
         self.head_length = (
@@ -108,10 +116,14 @@ class OriginResponse:
             raise OriginProtocolError(
                 f"origin body has {received} bytes, expected {self.length}"
             )
+        self._complete = True
 
     def close(self) -> None:
         """Release the connection (closing it unless the body was read)."""
-        self._response.close()
+        if self._complete and self._reusable:
+            self._response.release()
+        else:
+            self._response.close()
 
 
 def _declared_length(response: aiohttp.ClientResponse) -> int | None:

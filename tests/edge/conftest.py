@@ -96,7 +96,7 @@ class Origin:
         return response
 
     async def start(self) -> None:
-        self._runner = web.ServerRunner(web.Server(self._handle))
+        self._runner = web.ServerRunner(web.Server(self._handle, max_headers=1024))
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", self.port)
         await site.start()
