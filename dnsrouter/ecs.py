@@ -71,7 +71,9 @@ def parse_client_subnet(data: bytes) -> ClientSubnet:
         )
     if scope != 0:
         # Section 7.1.1: SCOPE PREFIX-LENGTH MUST be 0 in queries.
-        raise MalformedEcsError(f"ECS SCOPE PREFIX-LENGTH {scope} in a query, expected 0")
+        raise MalformedEcsError(
+            f"ECS SCOPE PREFIX-LENGTH {scope} in a query, expected 0"
+        )
     expected = (source + 7) // 8
     if len(address) != expected:
         raise MalformedEcsError(

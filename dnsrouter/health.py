@@ -34,7 +34,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from twisted.internet import defer, protocol
+from twisted.internet import defer, error, protocol
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
 from twisted.python.failure import Failure
 from twisted.web.client import (
@@ -222,7 +222,8 @@ class _BoundedBody(protocol.Protocol):
         if self.finished.called:
             return  # cancelled by the probe timeout
         body = b"".join(self.chunks)[:MAX_HEALTH_BODY]
-        if reason.check(ResponseDone, PotentialDataLoss) or self.size >= MAX_HEALTH_BODY:
+        complete = reason.check(ResponseDone, PotentialDataLoss)
+        if complete or self.size >= MAX_HEALTH_BODY:
             self.finished.callback(body)
         else:
             self.finished.callback(b"")
@@ -295,8 +296,10 @@ class TcpProber:
 
 
 def _failed(failure: Failure) -> ProbeResult:
-    if failure.check(defer.CancelledError, defer.TimeoutError):
+    if failure.check(defer.CancelledError, defer.TimeoutError, error.TimeoutError):
         return ProbeResult(False, detail="timeout")
+    if failure.check(error.ConnectionRefusedError):
+        return ProbeResult(False, detail="connection refused")
     detail = failure.getErrorMessage() or failure.type.__name__
 
     return ProbeResult(False, detail=detail.splitlines()[0][:200])
@@ -435,6 +438,19 @@ class HealthChecker:
         d.addErrback(_failed)
         d.addCallback(self._result, schedule, d)
 
+    def probe_all_once(self) -> defer.Deferred[Any]:
+        """Probe every edge once now, outside the timer, and record the
+        results; fires when all are in. For `dnsrouter explain --probe`."""
+        probes = []
+        for schedule in self._edges.values():
+            d = self.prober(schedule.edge)
+            d.addTimeout(self.config.timeout, self.reactor)
+            d.addErrback(_failed)
+            d.addCallback(self._record, schedule)
+            probes.append(d)
+
+        return defer.DeferredList(probes)
+
     def _result(
         self,
         result: ProbeResult,
@@ -446,13 +462,16 @@ class HealthChecker:
         schedule.probe = None
         if not self.running or self._edges.get(schedule.edge.name) is not schedule:
             return
+        self._record(result, schedule)
+
+    def _record(self, result: ProbeResult, schedule: _Schedule) -> None:
         was_up = schedule.monitor.health.up
         if schedule.monitor.record(result):
             health = schedule.monitor.health
             if health.up != was_up:
                 log.warning(
-                    "edge %s: %s (%s)", schedule.edge.name,
-                    "up" if health.up else "down", result.detail,
+                    "edge %s: name=%s reason=%s", "up" if health.up else "down",
+                    schedule.edge.name, result.detail,
                 )
             self.on_change(schedule.edge.name, health)
 

@@ -17,21 +17,12 @@ import bisect
 import ipaddress
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
 from dnsrouter.config import NetmapEntry
 from dnsrouter.errors import ConfigError
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-@dataclass(frozen=True)
-class MapMatch:
-    """The entry that holds an address: its network and PoP."""
-
-    network: IPNetwork
-    pop: str
 
 
 class _FamilyMap:

@@ -72,6 +72,7 @@ class RouteAnswer:
     addresses: tuple[str, ...]  # textual IPs of the asked family; empty: NODATA
     ttl: int
     scope_prefix: int           # ECS scope to echo (0 when not client dependent)
+    failed_open: bool = False   # nothing took clients: configured edges given
 
 
 @dataclass
@@ -237,7 +238,7 @@ class Router:
         routing = self.config.routing
         ttl = routing.fail_open_ttl if failed_open else routing.ttl
 
-        return RouteAnswer(addresses, ttl, scope)
+        return RouteAnswer(addresses, ttl, scope, failed_open)
 
     def client_address(
         self, resolver: IPAddress, subnet: ClientSubnet | None
@@ -258,21 +259,51 @@ class Router:
         return subnet.network.network_address, True
 
     def decision_for(self, address: IPAddress) -> Decision:
-        """The cached decision for a client address."""
-        key = (address.version, int(address))
+        """The cached decision for a client address.
+
+        Two bounded tables: one by exact client address, and one by scope
+        block, so that a new address inside a block already decided costs a
+        few dict probes instead of a database walk. A decision found by
+        block keeps the block's scope, which is true for every address in
+        it; its `block` and `record` describe the address first decided.
+        """
+        version, value = address.version, int(address)
+        key = (version, value)
         decision = self._cache.get(key)
         if decision is not None:
             self.counters["decision_cache_hit"] += 1
             return decision
-        self.counters["decision_cache_miss"] += 1
-        decision = self._decider.decide(address)
-        if len(self._cache) >= self.config.routing.cache_size:
-            # Oldest insertion goes first: cheaper than LRU bookkeeping on
-            # every hit, and a busy network is simply decided again.
-            del self._cache[next(iter(self._cache))]
-        self._cache[key] = decision
+        decision = self._find_by_block(version, value)
+        if decision is None:
+            self.counters["decision_cache_miss"] += 1
+            decision = self._decider.decide(address)
+            self._remember_block(version, value, decision)
+        else:
+            self.counters["decision_block_hit"] += 1
+        _bounded_put(self._cache, key, decision, self.config.routing.cache_size)
 
         return decision
+
+    def _find_by_block(self, version: int, value: int) -> Decision | None:
+        bits = 32 if version == 4 else 128
+        for scope in self._block_scopes[version]:
+            start = value >> (bits - scope) << (bits - scope)
+            decision = self._blocks.get((version, start, scope))
+            if decision is not None:
+                return decision
+
+        return None
+
+    def _remember_block(self, version: int, value: int, decision: Decision) -> None:
+        bits = 32 if version == 4 else 128
+        scope = decision.scope
+        start = value >> (bits - scope) << (bits - scope)
+        size = self.config.routing.cache_size
+        _bounded_put(self._blocks, (version, start, scope), decision, size)
+        scopes = self._block_scopes[version]
+        if scope not in scopes:
+            # Widest first: the first block found gives the widest scope.
+            self._block_scopes[version] = sorted([*scopes, scope])
 
     def whoami_text(
         self, resolver: IPAddress, subnet: ClientSubnet | None
@@ -337,6 +368,8 @@ class Router:
             self.geo, netmap, self.ranker, dict(self.config.geoip.country_pops)
         )
         self._cache: dict[tuple[int, int], Decision] = {}
+        self._blocks: dict[tuple[int, int, int], Decision] = {}
+        self._block_scopes: dict[int, list[int]] = {4: [], 6: []}
 
     def _health_changed(self, name: str, health: EdgeHealth) -> None:
         self._rebuild_pools()
@@ -434,11 +467,23 @@ class Router:
         return tuple(_address(edges[i], family) for i in chosen)
 
 
+def _bounded_put(
+    table: dict[Any, Decision], key: Any, value: Decision, size: int
+) -> None:
+    if len(table) >= size:
+        # Oldest insertion goes first: cheaper than LRU bookkeeping on
+        # every hit, and a busy network is simply decided again.
+        del table[next(iter(table))]
+    table[key] = value
+
+
 def _address(edge: EdgeConfig, family: int) -> str:
     return (edge.ipv4 if family == 4 else edge.ipv6) or ""
 
 
-def _build_pool(members: tuple[EdgeConfig, ...], states: dict[str, EdgeHealth]) -> _Pool:
+def _build_pool(
+    members: tuple[EdgeConfig, ...], states: dict[str, EdgeHealth]
+) -> _Pool:
     pool = _Pool(configured=members)
     default = EdgeHealth()
     usable = tuple(e for e in members if states.get(e.name, default).takes_new_clients)

@@ -32,3 +32,21 @@ def test_real_networks_go_to_nearest_lab_pop_with_scope_at_least_gdnsds(
     assert answer.addresses == (edge,)
     assert answer.ttl == 30
     assert 0 < answer.scope_prefix <= gdnsd_scope
+
+
+def test_new_network_inside_a_decided_scope_block_reuses_the_decision(
+    tmp_path: Path,
+):
+    """141.21.5.0/24 lies in Berlin's widened /13: no second database walk,
+    and the block's scope is echoed."""
+    router, _, _ = make_router(load(tmp_path, LAB_TOML), database=None)
+    first = router.route("cdn.example.com.", QTYPE_A, RESOLVER, ecs("141.20.0.0/24"))
+
+    second = router.route(
+        "cdn.example.com.", QTYPE_A, RESOLVER, ecs("141.21.5.0/24")
+    )
+
+    assert second.addresses == first.addresses == ("127.0.0.11",)
+    assert second.scope_prefix == first.scope_prefix
+    assert router.counters["decision_block_hit"] == 1
+    assert router.counters["decision_cache_miss"] == 1
