@@ -1,0 +1,201 @@
+"""Health checks end to end (D11, issues 2 and 4): the real router process,
+real HTTP health servers on loopback that are stopped, restarted and made
+to flap, and real DNS queries with ECS from dnspython."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import dns.edns
+import dns.message
+import dns.query
+import dns.rdatatype
+import pytest
+
+from .helpers import REPO, TEST_DB, write_config
+
+pytestmark = pytest.mark.e2e
+
+INTERVAL = 0.5
+TIMEOUT = 0.3
+FALL = 3
+RISE = 2
+# Process scheduling and the poll step on a loaded CI machine.
+SLACK = 1.0
+REPORT = {"status": "up", "draining": False, "connections": 3,
+          "max_connections": 1000, "bytes_per_second": 1234.5,
+          "overloaded": False, "cache": {}}
+
+
+class HealthServer:
+    """An edge's health endpoint: up, 503, or alternating per request."""
+
+    def __init__(self, port: int = 0) -> None:
+        self.mode = "up"
+        self.requests = 0
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+                owner.requests += 1
+                failing = owner.mode == "503" or (
+                    owner.mode == "flap" and owner.requests % 2 == 0
+                )
+                body = json.dumps(REPORT).encode()
+                self.send_response(503 if failing else 200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def free_udp_tcp_port() -> int:
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.bind(("127.0.0.1", 0))
+            port = udp.getsockname()[1]
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+                tcp.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            continue
+
+
+def config_body(servers: dict[str, HealthServer]) -> str:
+    lines = [
+        f'[geoip]\ndatabase = "{TEST_DB}"\n',
+        "[routing]\nanswers = 3\nttl = 30\n",
+        f"[health]\ninterval = {INTERVAL}\ntimeout = {TIMEOUT}\n"
+        f"fall = {FALL}\nrise = {RISE}\n",
+        '[[cdn]]\nname = "cdn.example.com."\ndefault_pop = "us"\n',
+        '[[pop]]\nname = "eu"\nlatitude = 50.11\nlongitude = 8.68\n',
+        '[[pop]]\nname = "us"\nlatitude = 39.04\nlongitude = -77.49\n',
+    ]
+    for name, server in servers.items():
+        pop = "us" if name == "41" else "eu"
+        lines.append(
+            f'[[edge]]\nname = "e{name}"\npop = "{pop}"\nipv4 = "192.0.2.{name}"\n'
+            f'health_url = "http://127.0.0.1:{server.port}/health"\n'
+        )
+    return "\n".join(lines)
+
+
+class Router:
+    def __init__(self, port: int, process: subprocess.Popen[bytes]) -> None:
+        self.port = port
+        self.process = process
+
+    def query(self) -> tuple[set[str], int] | None:
+        option = dns.edns.ECSOption("198.51.100.0", 24)
+        message = dns.message.make_query(
+            "cdn.example.com.", "A", use_edns=0, options=[option]
+        )
+        try:
+            reply = dns.query.udp(message, "127.0.0.1", port=self.port, timeout=1)
+        except dns.exception.Timeout:
+            return None
+        addresses = {
+            item.address for rrset in reply.answer for item in rrset
+            if rrset.rdtype == dns.rdatatype.A
+        }
+        ttl = min((rrset.ttl for rrset in reply.answer), default=0)
+        return addresses, ttl
+
+    def wait_until(self, predicate, limit: float) -> float:
+        """Seconds until predicate(answer) holds; fails after `limit`."""
+        start = time.monotonic()
+        while time.monotonic() - start < limit:
+            answer = self.query()
+            if answer is not None and predicate(answer[0]):
+                return time.monotonic() - start
+            time.sleep(0.05)
+        pytest.fail(f"condition not reached within {limit} s")
+
+
+@pytest.fixture
+def cdn(tmp_path: Path) -> Iterator[tuple[Router, dict[str, HealthServer]]]:
+    servers = {name: HealthServer() for name in ("21", "22", "23", "41")}
+    path = write_config(
+        tmp_path, config_body(servers),
+        header=f'listen = ["127.0.0.1:{free_udp_tcp_port()}"]',
+    )
+    port = int(path.read_text().split("127.0.0.1:")[1].split('"')[0])
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dnsrouter.cli", "serve", "--config", str(path)],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    router = Router(port, process)
+    try:
+        router.wait_until(lambda a: len(a) == 3, 20.0)
+        yield router, servers
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        for server in servers.values():
+            try:
+                server.stop()
+            except OSError:
+                pass
+
+
+EU = {"192.0.2.21", "192.0.2.22", "192.0.2.23"}
+
+
+def test_stopped_edge_leaves_within_bound_and_returns_after_rise(cdn):
+    router, servers = cdn
+    port = servers["22"].port
+
+    servers["22"].stop()
+    gone = router.wait_until(lambda a: "192.0.2.22" not in a, 10.0)
+    servers["22"] = HealthServer(port)
+    back = router.wait_until(lambda a: "192.0.2.22" in a, 10.0)
+
+    print(f"edge out after {gone:.2f} s, back after {back:.2f} s")
+    assert gone <= FALL * INTERVAL + TIMEOUT + SLACK
+    assert back <= RISE * INTERVAL + TIMEOUT + SLACK
+
+
+def test_flapping_edge_stays_while_whole_pop_down_moves_to_next(cdn):
+    """200/503 on alternate probes for 3 s never removes the edge; then
+    all EU edges failing sends Berlin to US, and everything failing fails
+    open with a short TTL."""
+    router, servers = cdn
+    servers["23"].mode = "flap"
+    seen = []
+    deadline = time.monotonic() + 3.0
+    while time.monotonic() < deadline:
+        answer = router.query()
+        assert answer is not None
+        seen.append(answer[0])
+        time.sleep(0.1)
+    assert all(answer == EU for answer in seen)
+
+    for name in ("21", "22", "23"):
+        servers[name].mode = "503"
+    router.wait_until(lambda a: a == {"192.0.2.41"}, 10.0)
+    servers["41"].mode = "503"
+    router.wait_until(lambda a: a == EU, 10.0)
+    answer = router.query()
+
+    assert answer is not None and answer[1] <= 10
