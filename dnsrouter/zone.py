@@ -114,11 +114,19 @@ class Zone:
 
         return key
 
-    def glue_for(self, ns: RRset) -> tuple[RRset, ...]:
-        """A and AAAA RRsets of NS targets held in this zone, glue included."""
+    def addresses_for(self, ns: RRset, below: bytes | None = None) -> tuple[RRset, ...]:
+        """A and AAAA RRsets of NS targets held in this zone.
+
+        With `below`, only targets at or below that name: the in-domain
+        glue a referral must carry (RFC 9471 section 2.1); BIND with
+        minimal responses sends no sibling glue either.
+        """
         out = []
         for target in ns.rdatas:
-            node = self.nodes.get(names.key_of(target), {})
+            key = names.key_of(target)
+            if below is not None and not names.is_subdomain(key, below):
+                continue
+            node = self.nodes.get(key, {})
             out.extend(node[t] for t in (rdata.A, rdata.AAAA) if t in node)
 
         return tuple(out)
@@ -147,7 +155,7 @@ def _lookup(zone: Zone, qname: bytes, qtype: int) -> _Step:
     cut = zone.find_cut(key, qtype)
     if cut is not None:
         ns = zone.nodes[cut][rdata.NS]
-        return _Step("referral", (ns,), zone.glue_for(ns))
+        return _Step("referral", (ns,), zone.addresses_for(ns, cut))
 
     node = zone.nodes.get(key)
     owner = qname
@@ -226,10 +234,20 @@ class ZoneSet:
             first = False
 
         if step.kind == "answer":
-            return Resolution(NOERROR, True, tuple(answer) + step.rrsets)
+            additional = ()
+            if qtype == rdata.NS:
+                # Addresses of the zone's own name servers, as BIND adds
+                # even with minimal responses.
+                additional = zone.addresses_for(step.rrsets[0])
+            return Resolution(NOERROR, True, tuple(answer) + step.rrsets, (), additional)
         rcode = NXDOMAIN if step.kind == "nxdomain" else NOERROR
+        soa = zone.negative_soa()
+        if qtype == rdata.SOA and rcode == NXDOMAIN:
+            # BIND sends TTL 0 here so the negative SOA is not cached in
+            # place of the real one.
+            soa = replace(soa, ttl=0)
 
-        return Resolution(rcode, True, tuple(answer), (zone.negative_soa(),))
+        return Resolution(rcode, True, tuple(answer), (soa,))
 
 
 def build_zone(parsed: zonefile.ParsedZone, source: str) -> Zone:
