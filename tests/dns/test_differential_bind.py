@@ -33,7 +33,6 @@ Intended differences, not compared:
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -49,7 +48,7 @@ import pytest
 
 from dnsrouter.responder import Responder, ResponderSettings
 from dnsrouter.zone import load_zone_dir
-from tests.dns.helpers import ZONES
+from tests.dns.helpers import ZONES, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -112,19 +111,6 @@ options {{
 controls {{ }};
 zone "example.com" {{ type primary; file "example.com.zone"; }};
 """
-
-
-def free_port() -> int:
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind(("127.0.0.1", 0))
-            port = udp.getsockname()[1]
-        try:
-            with socket.socket() as tcp:
-                tcp.bind(("127.0.0.1", port))
-            return port
-        except OSError:
-            continue
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.dns.helpers import REPO, ZONES
+from tests.dns.helpers import REPO, ZONES, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -45,22 +44,6 @@ pop = "us"
 ipv4 = "192.0.2.41"
 health_url = "http://127.0.0.1:9/healthz"
 """
-
-
-def free_port() -> int:
-    """A port free on both UDP and TCP at 127.0.0.1 and ::1 right now."""
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind(("127.0.0.1", 0))
-            port = udp.getsockname()[1]
-        try:
-            for family, host in [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")]:
-                for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
-                    with socket.socket(family, kind) as probe:
-                        probe.bind((host, port))
-            return port
-        except OSError:
-            continue
 
 
 def dig(port: int, *args: str, server: str = "127.0.0.1") -> str:
