@@ -170,9 +170,10 @@ def test_lab_command_starts_and_stops_cleanly(tmp_path: Path) -> None:
         if "Try it:" in line:
             break
     process.send_signal(signal.SIGTERM)
-    rest, _ = process.communicate(timeout=30)
+    rest = process.stdout.read()
+    process.wait(timeout=30)
 
-    banner = "".join(seen)
+    banner = "".join(seen) + rest
     assert process.returncode == 0
     assert "dig @127.0.0.1 -p 28053 cdn.example.com A" in banner
     assert "http://127.0.0.12:28080/index.html" in banner
