@@ -53,9 +53,9 @@ def parse_ranges(value: str, length: int) -> list[tuple[int, int]] | None:
                 result.append((max(0, length - suffix), length - 1))
             continue
         first = int(first_text)
-        last = int(last_text) if last_text else length - 1
-        if last < first:
+        if last_text and int(last_text) < first:
             return None
+        last = int(last_text) if last_text else length - 1
         if first < length:
             result.append((first, min(last, length - 1)))
 

@@ -159,7 +159,11 @@ class EdgeUnderTest:
     async def request(
         self, method: str, path: str, host: str = HOST, **headers: Any
     ) -> Reply:
-        """Send one request with ``Host: host`` and read the whole reply."""
+        """Send one request with ``Host: host`` and read the whole reply.
+
+        Returns after the fills this request started have been committed,
+        so the next request of a sequence sees the stored object.
+        """
         assert self.session is not None
         fields = {k.replace("_", "-"): v for k, v in headers.items()}
         fields.setdefault("Host", host)
@@ -167,7 +171,9 @@ class EdgeUnderTest:
             method, self.url + path, headers=fields, allow_redirects=False
         ) as response:
             body = await response.read()
-            return Reply(response.status, response.headers, body)
+        await self.edge.proxy.fills.wait_all()
+
+        return Reply(response.status, response.headers, body)
 
     async def get(self, path: str, **headers: Any) -> Reply:
         return await self.request("GET", path, **headers)
