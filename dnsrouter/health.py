@@ -295,8 +295,14 @@ class TcpProber:
         return d
 
 
+_TIMEOUTS = (defer.CancelledError, defer.TimeoutError, error.TimeoutError)
+
+
 def _failed(failure: Failure) -> ProbeResult:
-    if failure.check(defer.CancelledError, defer.TimeoutError, error.TimeoutError):
+    # twisted.web wraps a cancelled request in ResponseNeverReceived and
+    # friends, which carry the underlying failures in `reasons`.
+    reasons = getattr(failure.value, "reasons", None) or []
+    if failure.check(*_TIMEOUTS) or any(r.check(*_TIMEOUTS) for r in reasons):
         return ProbeResult(False, detail="timeout")
     if failure.check(error.ConnectionRefusedError):
         return ProbeResult(False, detail="connection refused")

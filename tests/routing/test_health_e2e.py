@@ -4,14 +4,11 @@ to flap, and real DNS queries with ECS from dnspython."""
 
 from __future__ import annotations
 
-import json
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import dns.edns
@@ -20,6 +17,7 @@ import dns.query
 import dns.rdatatype
 import pytest
 
+from .edgesim import HealthServer
 from .helpers import REPO, TEST_DB, write_config
 
 pytestmark = pytest.mark.e2e
@@ -30,45 +28,6 @@ FALL = 3
 RISE = 2
 # Process scheduling and the poll step on a loaded CI machine.
 SLACK = 1.0
-REPORT = {"status": "up", "draining": False, "connections": 3,
-          "max_connections": 1000, "bytes_per_second": 1234.5,
-          "overloaded": False, "cache": {}}
-
-
-class HealthServer:
-    """An edge's health endpoint: up, 503, or alternating per request."""
-
-    def __init__(self, port: int = 0) -> None:
-        self.mode = "up"
-        self.requests = 0
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-                owner.requests += 1
-                failing = owner.mode == "503" or (
-                    owner.mode == "flap" and owner.requests % 2 == 0
-                )
-                body = json.dumps(REPORT).encode()
-                self.send_response(503 if failing else 200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 def free_udp_tcp_port() -> int:
     while True:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
