@@ -141,13 +141,16 @@ class Decider:
         self.country_pops = dict(country_pops or {})
         self.widen_budget = widen_budget
 
-    def decide(self, address: IPAddress) -> Decision:
+    def decide(self, address: IPAddress, widen: bool = True) -> Decision:
         """The decision for one client address (an ECS address or a
-        resolver's). Costs one lookup plus up to the widening budget."""
+        resolver's). Costs one lookup, plus up to the widening budget when
+        `widen`; without it the scope is the deciding block's prefix."""
         bits = address.max_prefixlen
         value = int(address)
         block = self._block(address.version, value)
-        scope = self._widen(address.version, value, block, bits)
+        scope = block.prefix
+        if widen:
+            scope = self._widen(address.version, value, block, bits)
         network = _network(address.version, value, block.prefix)
 
         return Decision(

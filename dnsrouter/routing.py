@@ -61,6 +61,16 @@ FULL_KEEP_SHARE = 0.5
 # its figures say it is exactly at its limit, so that its load can fall.
 MIN_SPILL_SHARE = 0.1
 
+# Widening a scope walks the database (up to 0.7 ms). While serving, a new
+# network is answered at once with its unwidened (true, narrower) scope and
+# widened in the background: at most WIDEN_BATCH every WIDEN_INTERVAL
+# seconds, about 15 % of a core at worst, so a flood of random ECS subnets
+# cannot make every query pay for a walk. The queue is bounded; networks
+# beyond it simply keep their narrower scope until decided again.
+WIDEN_INTERVAL = 0.1
+WIDEN_BATCH = 20
+WIDEN_QUEUE_MAX = 4096
+
 # Distinct query names whose consistent-hash choice is remembered.
 HASH_MEMO_SIZE = 4096
 
@@ -114,6 +124,7 @@ class Router:
         self.counters: collections.Counter[str] = collections.Counter()
         self._fail_open_since: set[tuple[str, int]] = set()
         self._netmap_loop: task.LoopingCall | None = None
+        self._widen_loop: task.LoopingCall | None = None
         self._rng = rng or random.Random()
         self.health = HealthChecker(
             reactor, config.edges, config.health, self._health_changed,
@@ -145,13 +156,17 @@ class Router:
         """Start health checks and, with a netmap file, its change polling."""
         self.health.start()
         self._start_netmap_polling()
+        self._widen_loop = task.LoopingCall(self.widen_pending)
+        self._widen_loop.clock = self.reactor
+        self._widen_loop.start(WIDEN_INTERVAL, now=False)
 
     def stop(self) -> None:
         """Stop every timer and probe; the router still answers queries."""
         self.health.stop()
-        if self._netmap_loop is not None and self._netmap_loop.running:
-            self._netmap_loop.stop()
-        self._netmap_loop = None
+        self.stop_netmap_polling()
+        if self._widen_loop is not None and self._widen_loop.running:
+            self._widen_loop.stop()
+        self._widen_loop = None
 
     def reload(self, config: RouterConfig, geo: GeoDatabase | None = None) -> None:
         """Adopt a new configuration atomically, or raise and change nothing.
@@ -276,13 +291,32 @@ class Router:
         decision = self._find_by_block(version, value)
         if decision is None:
             self.counters["decision_cache_miss"] += 1
-            decision = self._decider.decide(address)
+            later = self._widen_loop is not None
+            decision = self._decider.decide(address, widen=not later)
             self._remember_block(version, value, decision)
+            if later and len(self._widen_queue) < WIDEN_QUEUE_MAX:
+                self._widen_queue[key] = address
         else:
             self.counters["decision_block_hit"] += 1
         _bounded_put(self._cache, key, decision, self.config.routing.cache_size)
 
         return decision
+
+    def widen_pending(self) -> int:
+        """Widen the scopes of up to WIDEN_BATCH recently decided networks;
+        returns how many. Called from a timer while the router runs."""
+        done = 0
+        while self._widen_queue and done < WIDEN_BATCH:
+            key = next(iter(self._widen_queue))
+            address = self._widen_queue.pop(key)
+            decision = self._decider.decide(address)
+            if key in self._cache:
+                self._cache[key] = decision
+            self._remember_block(key[0], key[1], decision)
+            done += 1
+        self.counters["decision_widened"] += done
+
+        return done
 
     def _find_by_block(self, version: int, value: int) -> Decision | None:
         bits = 32 if version == 4 else 128
@@ -370,6 +404,7 @@ class Router:
         self._cache: dict[tuple[int, int], Decision] = {}
         self._blocks: dict[tuple[int, int, int], Decision] = {}
         self._block_scopes: dict[int, list[int]] = {4: [], 6: []}
+        self._widen_queue: dict[tuple[int, int], IPAddress] = {}
 
     def _health_changed(self, name: str, health: EdgeHealth) -> None:
         self._rebuild_pools()

@@ -50,3 +50,24 @@ def test_new_network_inside_a_decided_scope_block_reuses_the_decision(
     assert second.scope_prefix == first.scope_prefix
     assert router.counters["decision_block_hit"] == 1
     assert router.counters["decision_cache_miss"] == 1
+
+
+def test_while_serving_a_new_network_is_widened_in_the_background(
+    tmp_path: Path,
+):
+    """First answer: the database network's own /16 (true, narrower);
+    after the background pass: gdnsd's /13. No database walk on the
+    query path."""
+    router, clock, _ = make_router(load(tmp_path, LAB_TOML), database=None)
+    router.start()
+    subnet = ecs("141.20.0.0/24")
+
+    first = router.route("cdn.example.com.", QTYPE_A, RESOLVER, subnet)
+    clock.advance(0.1)
+    later = router.route("cdn.example.com.", QTYPE_A, RESOLVER, subnet)
+
+    assert (first.addresses, first.scope_prefix) == (("127.0.0.11",), 16)
+    assert (later.addresses, later.scope_prefix) == (("127.0.0.11",), 13)
+    assert router.counters["decision_widened"] == 1
+    router.stop()
+    assert clock.getDelayedCalls() == []

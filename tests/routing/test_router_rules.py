@@ -8,7 +8,10 @@ import ipaddress
 import os
 from pathlib import Path
 
+import pytest
+
 from dnsrouter.config import load_config
+from dnsrouter.errors import GeoIPError
 from dnsrouter.routing import QTYPE_A, QTYPE_AAAA, weighted_cycle
 
 from .helpers import (
@@ -274,3 +277,17 @@ def test_reload_swaps_config_clears_decisions_and_keeps_edge_health(tmp_path):
     assert router.health_states()["eu22"].up is False
     mapped = router.route(CDN, QTYPE_A, LOCAL, ecs("198.51.100.0/25"))
     assert pops_of(mapped.addresses) == {"3"}
+
+
+def test_reload_with_a_bad_geoip_file_raises_and_keeps_serving(tmp_path):
+    """A broken database on SIGHUP is refused; the old state answers."""
+    path = write_config(tmp_path, CASES_TOML)
+    router, _, _ = make_router(load_config(path))
+    (tmp_path / "broken.mmdb").write_bytes(b"not a database")
+    path.write_text(path.read_text() + '\n[geoip]\ndatabase = "broken.mmdb"\n')
+
+    with pytest.raises(GeoIPError, match="broken.mmdb"):
+        router.reload(load_config(path))
+
+    answer = router.route(CDN, QTYPE_A, LOCAL, ecs(BERLIN))
+    assert "192.0.2.21" in answer.addresses
