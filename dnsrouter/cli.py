@@ -62,9 +62,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "lab":
-        from dnsrouter import lab
+        from dnsrouter.lab import main as lab
 
-        return lab.main(argv[1:])
+        return lab(argv[1:])
     args = build_parser().parse_args(argv)
 
     try:
@@ -76,22 +76,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "serve":
-        from dnsrouter import service
+        from dnsrouter.service import run
 
-        return service.run(args.config)
+        return run(args.config)
     if args.command == "check":
         return _check(args.config)
     if args.command == "explain":
-        from dnsrouter import explain
+        from dnsrouter.explain import main as explain
 
-        return explain.main(
+        return explain(
             args.config, args.client, args.name, args.type, args.subnet,
             probe=args.probe,
         )
     if args.command == "check-zone":
-        from dnsrouter import checkzone
+        from dnsrouter.checkzone import main as check_zone
 
-        return checkzone.main(args.origin, args.file, args.print)
+        return check_zone(args.origin, args.file, args.print)
 
     return EXIT_USAGE
 
