@@ -163,6 +163,11 @@ class Responder:
         self._cdn_names: dict[bytes, str | None] = {}
         self._cdn_bodies: dict[tuple[bytes, int, Any], _Decision] = {}
         self._malformed = _RateLimitedLog(MALFORMED_LOG_RATE, clock)
+        # Decoded per distinct wire value: resolvers send the same few
+        # addresses and ECS options over and over.
+        self._resolvers: dict[str, IPAddress] = {}
+        self._subnets: dict[bytes, Any] = {}
+        self._opts: dict[tuple[bool, bool, bytes | None, int, int], bytes] = {}
 
     def respond(self, data: bytes, peer: str, transport: Transport) -> bytes | None:
         """The reply to one message, or None to send nothing.
@@ -199,7 +204,7 @@ class Responder:
         ecs_data = edns.find_option(ECS_OPTION_CODE) if edns is not None else None
         if ecs_data is not None:
             try:
-                subnet = self.ecs.parse(ecs_data)
+                subnet = self._subnet(ecs_data)
             except MalformedEcsError as exc:
                 # RFC 7871 section 7.1.1: FORMERR for a malformed option.
                 self._malformed.warn(peer, str(exc))
@@ -215,6 +220,23 @@ class Responder:
             self._opt(query, 0, subnet, decision.scope),
             limit,
         )
+
+    def _subnet(self, data: bytes) -> Any:
+        """The parsed ECS option, from a bounded cache of good ones."""
+        subnet = self._subnets.get(data)
+        if subnet is None:
+            subnet = self.ecs.parse(data)
+            _bounded_put(self._subnets, data, subnet)
+
+        return subnet
+
+    def _resolver(self, peer: str) -> IPAddress:
+        address = self._resolvers.get(peer)
+        if address is None:
+            address = resolver_address(peer)
+            _bounded_put(self._resolvers, peer, address)
+
+        return address
 
     def decide(self, query: Query, peer: str, subnet: Any) -> _Decision:
         qtype = query.qtype
@@ -233,9 +255,7 @@ class Responder:
         decision = self._static.get((qkey, qtype))
         if decision is None:
             decision = self._static_decision(query.qname, qtype)
-            if len(self._static) >= MAX_CACHED_BODIES:
-                self._static.clear()
-            self._static[(qkey, qtype)] = decision
+            _bounded_put(self._static, (qkey, qtype), decision)
 
         return decision
 
@@ -259,9 +279,7 @@ class Responder:
             candidate = names.to_text(qkey)
             if self.router.is_cdn_name(candidate):
                 text = candidate
-        if len(self._cdn_names) >= MAX_CACHED_BODIES:
-            self._cdn_names.clear()
-        self._cdn_names[qkey] = text
+        _bounded_put(self._cdn_names, qkey, text)
 
         return text
 
@@ -273,7 +291,7 @@ class Responder:
         if qtype not in (rdata.A, rdata.AAAA) or self.router is None:
             return self._nodata(query.qname, qkey, 0)
 
-        answer = self.router.route(cdn_name, qtype, resolver_address(peer), subnet)
+        answer = self.router.route(cdn_name, qtype, self._resolver(peer), subnet)
         if not answer.addresses:
             return self._nodata(query.qname, qkey, answer.scope_prefix)
         key = (qkey, qtype, answer)
@@ -288,25 +306,28 @@ class Responder:
             )
             body = wire.encode_body(query.qname, ((rrset,), (), ()))
             decision = _Decision(NOERROR, True, body, answer.scope_prefix)
-            if len(self._cdn_bodies) >= MAX_CACHED_BODIES:
-                self._cdn_bodies.clear()
-            self._cdn_bodies[key] = decision
+            _bounded_put(self._cdn_bodies, key, decision)
 
         return decision
 
     def _nodata(self, qname: bytes, qkey: bytes, scope: int) -> _Decision:
         """NODATA with the SOA of the enclosing zone (RFC 2308 section 2.2)."""
-        zone = self.zones.find_zone(qkey)
-        authority = (zone.negative_soa(),) if zone is not None else ()
-        body = wire.encode_body(qname, ((), authority, ()))
+        key = (qkey, -1, scope)
+        decision = self._cdn_bodies.get(key)
+        if decision is None:
+            zone = self.zones.find_zone(qkey)
+            authority = (zone.negative_soa(),) if zone is not None else ()
+            body = wire.encode_body(qname, ((), authority, ()))
+            decision = _Decision(NOERROR, True, body, scope)
+            _bounded_put(self._cdn_bodies, key, decision)
 
-        return _Decision(NOERROR, True, body, scope)
+        return decision
 
     def _whoami(self, query: Query, peer: str, subnet: Any) -> _Decision:
         """TXT with the resolver and ECS as seen; TTL 0 so none caches it."""
         if query.qtype not in (rdata.TXT, rdata.ANY) or self.router is None:
             return self._nodata(query.qname, query.qname.lower(), 0)
-        lines = self.router.whoami_text(resolver_address(peer), subnet)
+        lines = self.router.whoami_text(self._resolver(peer), subnet)
         rrset = RRset(query.qname, rdata.TXT, 0, (_txt(lines),))
 
         return _Decision(NOERROR, True, wire.encode_body(query.qname, ((rrset,), (), ())))
@@ -333,14 +354,20 @@ class Responder:
         edns = query.edns
         if edns is None:
             return b""
-        options = b""
-        if self.server_id and edns.find_option(wire.OPT_NSID) is not None:
-            options += wire.option(wire.OPT_NSID, self.server_id)
-        if subnet is not None:
-            # RFC 7871 section 7.2.1: echo with our scope; none if not asked.
-            options += wire.option(ECS_OPTION_CODE, self.ecs.encode(subnet, scope))
+        nsid = bool(self.server_id) and edns.find_option(wire.OPT_NSID) is not None
+        ecs_data = edns.find_option(ECS_OPTION_CODE) if subnet is not None else None
+        key = (edns.do, nsid, ecs_data, scope, ext_rcode)
+        opt = self._opts.get(key)
+        if opt is None:
+            options = wire.option(wire.OPT_NSID, self.server_id) if nsid else b""
+            if subnet is not None:
+                # RFC 7871 7.2.1: echo with our scope; none if not asked.
+                echo = self.ecs.encode(subnet, scope)
+                options += wire.option(ECS_OPTION_CODE, echo)
+            opt = wire.opt_record(self.max_udp, ext_rcode, edns.do, options)
+            _bounded_put(self._opts, key, opt)
 
-        return wire.opt_record(self.max_udp, ext_rcode, edns.do, options)
+        return opt
 
     def _error(self, query: Query, rcode: int, limit: int) -> bytes:
         """An error reply with the question and OPT; the extended part of
@@ -352,6 +379,13 @@ class Responder:
 
 
 _REFUSED = _Decision(REFUSED, False, wire.EMPTY_BODY)
+
+
+def _bounded_put(cache: dict[Any, Any], key: Any, value: Any) -> None:
+    """Store in a cache that is emptied when it reaches MAX_CACHED_BODIES."""
+    if len(cache) >= MAX_CACHED_BODIES:
+        cache.clear()
+    cache[key] = value
 
 
 def _txt(lines: list[str]) -> bytes:

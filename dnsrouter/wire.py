@@ -128,12 +128,26 @@ def parse_query(data: bytes) -> Query:
     pos += 4
 
     edns = None
-    if ancount or nscount or arcount:
+    if arcount == 1 and not ancount and not nscount:
+        edns = _parse_lone_opt(data, pos)
+    elif ancount or nscount or arcount:
         edns = _parse_records(data, pos, ancount + nscount, arcount)
     elif pos != len(data):
         raise MalformedPacketError("%d octets after the question" % (len(data) - pos))
 
     return Query(qid, flags, qname, qtype, qclass, data[12:pos], edns)
+
+
+def _parse_lone_opt(data: bytes, pos: int) -> Edns | None:
+    """The common case of one additional record: an OPT with root owner
+    ending the message.  Anything else takes the general walk."""
+    if pos + 11 <= len(data) and data[pos] == 0:
+        rtype, payload, ttl, rdlength = RR_FIXED.unpack_from(data, pos + 1)
+        end = pos + 11 + rdlength
+        if rtype == rdata.OPT and end == len(data):
+            return Edns(payload, ttl, _parse_options(data[pos + 11 : end]))
+
+    return _parse_records(data, pos, 0, 1)
 
 
 def _parse_records(data: bytes, pos: int, before: int, arcount: int) -> Edns | None:
