@@ -38,7 +38,7 @@ def explain_text(
         names = ", ".join(router.config.cdn_names)
         raise ConfigError(f"{qname} is not a configured CDN name ({names})")
     address, uses_ecs = router.client_address(resolver, subnet)
-    decision = router._decider.decide(address)
+    decision = router.decide_uncached(address)
     answer = router.route(qname, qtype, resolver, subnet)
     cdn = next(c for c in router.config.cdns if c.name == qname)
     order = decision.pops or router.ranker.from_pop(cdn.default_pop)

@@ -475,7 +475,9 @@ class HealthChecker:
         if schedule.monitor.record(result):
             health = schedule.monitor.health
             if health.up != was_up:
-                log.warning(
+                # Down is a warning an operator acts on; up is news.
+                log.log(
+                    logging.INFO if health.up else logging.WARNING,
                     "edge %s: name=%s reason=%s", "up" if health.up else "down",
                     schedule.edge.name, result.detail,
                 )

@@ -10,7 +10,7 @@ A query goes through four named steps:
    that take new clients; a PoP whose edges are all full keeps the share of
    new clients it has room for and spills the rest to the next PoP;
 4. answer: up to N of that PoP's edges, rotated (or chosen by consistent
-   hashing of the query name), weighted.
+   hashing of the query name), weighted (pools.py).
 
 Policy when nothing takes new clients anywhere: fail open. The nearest
 PoP (on the client's list) that has edges of the family answers with its
@@ -23,13 +23,11 @@ empty answer, which the server turns into NODATA with SOA.
 from __future__ import annotations
 
 import collections
-import hashlib
 import ipaddress
 import logging
-import math
 import random
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet import defer, task
@@ -41,6 +39,7 @@ from dnsrouter.errors import ConfigError
 from dnsrouter.geoip import GeoDatabase
 from dnsrouter.health import EdgeHealth, HealthChecker, ProbeResult
 from dnsrouter.netmap import NetmapFile, NetworkMap, merge_entries
+from dnsrouter.pools import EdgePool
 
 log = logging.getLogger("dnsrouter.routing")
 
@@ -53,14 +52,6 @@ QTYPE_AAAA = 28
 # How often the netmap file's modification time is checked.
 NETMAP_POLL_SECONDS = 5.0
 
-# A full PoP whose edges do not say by how much they are over (a bare
-# `overloaded: true`) keeps this share of its new clients.
-FULL_KEEP_SHARE = 0.5
-
-# A full PoP always sheds at least this share of new clients, even when
-# its figures say it is exactly at its limit, so that its load can fall.
-MIN_SPILL_SHARE = 0.1
-
 # Widening a scope walks the database (up to 0.7 ms). While serving, a new
 # network is answered at once with its unwidened (true, narrower) scope and
 # widened in the background: at most WIDEN_BATCH every WIDEN_INTERVAL
@@ -71,9 +62,6 @@ WIDEN_INTERVAL = 0.1
 WIDEN_BATCH = 20
 WIDEN_QUEUE_MAX = 4096
 
-# Distinct query names whose consistent-hash choice is remembered.
-HASH_MEMO_SIZE = 4096
-
 
 @dataclass(frozen=True)
 class RouteAnswer:
@@ -83,30 +71,6 @@ class RouteAnswer:
     ttl: int
     scope_prefix: int           # ECS scope to echo (0 when not client dependent)
     failed_open: bool = False   # nothing took clients: configured edges given
-
-
-@dataclass
-class _Pool:
-    """The edges of one PoP for one address family, as health sees them."""
-
-    configured: tuple[EdgeConfig, ...]
-    usable: tuple[EdgeConfig, ...] = ()     # take new clients
-    full: tuple[EdgeConfig, ...] = ()       # up, not draining, but full
-    keep_share: float = 1.0                 # of new clients, when all full
-    credit: float = 0.0
-    cursor: int = 0
-    cycle: tuple[int, ...] = ()             # weighted rotation over usable
-    full_cycle: tuple[int, ...] = ()
-    hashed: dict[str, tuple[str, ...]] = field(default_factory=dict)
-
-    def keeps_next(self) -> bool:
-        """Whether the next new client stays here (deterministic share)."""
-        self.credit += self.keep_share
-        if self.credit >= 1.0:
-            self.credit -= 1.0
-            return True
-
-        return False
 
 
 class Router:
@@ -263,6 +227,9 @@ class Router:
         RFC 7871 section 7.1.2: SOURCE 0 asks that no address be used, so
         the resolver's address decides and the scope is 0.
         """
+        if resolver.version == 6 and resolver.ipv4_mapped is not None:
+            # A dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d.
+            resolver = resolver.ipv4_mapped
         if (
             subnet is None
             or subnet.source_prefix == 0
@@ -301,6 +268,11 @@ class Router:
         _bounded_put(self._cache, key, decision, self.config.routing.cache_size)
 
         return decision
+
+    def decide_uncached(self, address: IPAddress) -> Decision:
+        """A fresh, fully widened decision, for `explain`; the caches are
+        neither read nor written."""
+        return self._decider.decide(address)
 
     def widen_pending(self) -> int:
         """Widen the scopes of up to WIDEN_BATCH recently decided networks;
@@ -411,13 +383,17 @@ class Router:
 
     def _rebuild_pools(self) -> None:
         states = self.health.states()
-        pools: dict[tuple[str, int], _Pool] = {}
+        pools: dict[tuple[str, int], EdgePool] = {}
         for pop in self.config.pops:
             edges = [e for e in self.config.edges if e.pop == pop.name]
             for family in (4, 6):
-                members = tuple(e for e in edges if _address(e, family))
+                members = tuple(
+                    e for e in edges if (e.ipv4 if family == 4 else e.ipv6)
+                )
                 if members:
-                    pools[(pop.name, family)] = _build_pool(members, states)
+                    pools[(pop.name, family)] = EdgePool.build(
+                        family, members, states
+                    )
         previous = getattr(self, "_pools", {})
         for key, pool in pools.items():
             old = previous.get(key)
@@ -425,22 +401,32 @@ class Router:
                 pool.cursor = old.cursor
                 pool.credit = old.credit
         self._pools = pools
+        self._note_recovery()
+
+    def _note_recovery(self) -> None:
+        for key in list(self._fail_open_since):
+            cdn, family = key
+            if any(p.usable for (_, f), p in self._pools.items() if f == family):
+                self._fail_open_since.discard(key)
+                log.info("fail open ended: cdn=%s family=IPv%d", cdn, family)
 
     def _select(
         self, cdn: CdnConfig, order: tuple[str, ...], family: int, qname: str
     ) -> tuple[tuple[str, ...], bool]:
+        routing = self.config.routing
+        by_hash = routing.edge_selection == "qname-hash"
         for position, pop in enumerate(order):
             pool = self._pools.get((pop, family))
-            if pool is None:
+            if pool is None or not (pool.usable or pool.full):
                 continue
-            if pool.usable:
-                return self._pick(pool, pool.usable, pool.cycle, family, qname), False
-            if not pool.full:
-                continue
-            # Spill only towards room: with no PoP further down the list
-            # that takes clients, the nearest full PoP keeps them all.
-            if not self._has_room(order[position + 1:], family) or pool.keeps_next():
-                return self._pick_full(pool, family, qname), False
+            # A full PoP spills only towards room: with no PoP further down
+            # the list that takes clients, it keeps them all.
+            if (
+                pool.usable
+                or not self._has_room(order[position + 1:], family)
+                or pool.keeps_next()
+            ):
+                return pool.pick(routing.answers, qname, by_hash), False
             self.counters["spilled"] += 1
 
         return self._fail_open(cdn, order, family)
@@ -452,9 +438,6 @@ class Router:
                 return True
 
         return False
-
-    def _pick_full(self, pool: _Pool, family: int, qname: str) -> tuple[str, ...]:
-        return self._pick(pool, pool.full, pool.full_cycle, family, qname)
 
     def _fail_open(
         self, cdn: CdnConfig, order: tuple[str, ...], family: int
@@ -468,38 +451,16 @@ class Router:
             if key not in self._fail_open_since:
                 self._fail_open_since.add(key)
                 log.warning(
-                    "fail open: no IPv%d edge takes clients for %s; answering "
-                    "with PoP %s's configured edges", family, cdn.name, pop,
+                    "fail open: cdn=%s family=IPv%d pop=%s (no edge takes "
+                    "clients; answering with configured edges)",
+                    cdn.name, family, pop,
                 )
             limit = self.config.routing.answers
-            addresses = tuple(_address(e, family) for e in pool.configured)
+            addresses = tuple(pool.address(e) for e in pool.configured)
 
             return addresses[:limit], True
 
         return (), False
-
-    def _pick(
-        self,
-        pool: _Pool,
-        edges: tuple[EdgeConfig, ...],
-        cycle: tuple[int, ...],
-        family: int,
-        qname: str,
-    ) -> tuple[str, ...]:
-        count = min(self.config.routing.answers, len(edges))
-        if self.config.routing.edge_selection == "qname-hash":
-            return _hashed_choice(pool, edges, family, qname, count)
-        start = pool.cursor % len(cycle)
-        pool.cursor += 1
-        chosen: list[int] = []
-        for step in range(len(cycle)):
-            index = cycle[(start + step) % len(cycle)]
-            if index not in chosen:
-                chosen.append(index)
-                if len(chosen) == count:
-                    break
-
-        return tuple(_address(edges[i], family) for i in chosen)
 
 
 def _bounded_put(
@@ -510,93 +471,3 @@ def _bounded_put(
         # every hit, and a busy network is simply decided again.
         del table[next(iter(table))]
     table[key] = value
-
-
-def _address(edge: EdgeConfig, family: int) -> str:
-    return (edge.ipv4 if family == 4 else edge.ipv6) or ""
-
-
-def _build_pool(
-    members: tuple[EdgeConfig, ...], states: dict[str, EdgeHealth]
-) -> _Pool:
-    pool = _Pool(configured=members)
-    default = EdgeHealth()
-    usable = tuple(e for e in members if states.get(e.name, default).takes_new_clients)
-    full = tuple(
-        e for e in members
-        if (h := states.get(e.name, default)).up and not h.draining and h.is_full
-    )
-    pool.usable = usable
-    pool.full = full if not usable else ()
-    pool.cycle = weighted_cycle([e.weight for e in usable])
-    pool.full_cycle = weighted_cycle([e.weight for e in pool.full])
-    pool.keep_share = _keep_share(pool.full, states)
-
-    return pool
-
-
-def _keep_share(full: Iterable[EdgeConfig], states: dict[str, EdgeHealth]) -> float:
-    """Share of new clients a full PoP keeps: its room over its load."""
-    connections = capacity = 0
-    for edge in full:
-        health = states.get(edge.name)
-        if health is None or not health.max_connections or health.connections is None:
-            return min(FULL_KEEP_SHARE, 1 - MIN_SPILL_SHARE)
-        connections += health.connections
-        capacity += health.max_connections
-    if connections == 0:
-        return FULL_KEEP_SHARE
-
-    return min(capacity / connections, 1 - MIN_SPILL_SHARE)
-
-
-def weighted_cycle(weights: list[int]) -> tuple[int, ...]:
-    """Indices in smooth weighted round-robin order, one full period.
-
-    Each index appears `weight` times, spread out (nginx's smooth WRR), so
-    a rotation through it gives every edge its share at every scale.
-    """
-    if not weights:
-        return ()
-    divisor = math.gcd(*weights)
-    weights = [w // divisor for w in weights]
-    total = sum(weights)
-    current = [0] * len(weights)
-    order = []
-    for _ in range(total):
-        for i, weight in enumerate(weights):
-            current[i] += weight
-        best = max(range(len(weights)), key=lambda i: current[i])
-        current[best] -= total
-        order.append(best)
-
-    return tuple(order)
-
-
-def _hashed_choice(
-    pool: _Pool, edges: tuple[EdgeConfig, ...], family: int, qname: str, count: int
-) -> tuple[str, ...]:
-    """Weighted rendezvous hashing of the query name over the edges, so one
-    name's content concentrates on the same caches and moves only off an
-    edge that leaves."""
-    memo = pool.hashed
-    chosen = memo.get(qname)
-    if chosen is not None and len(chosen) == count:
-        return chosen
-    scored = sorted(
-        edges, key=lambda e: _rendezvous_score(qname, e), reverse=True
-    )
-    chosen = tuple(_address(e, family) for e in scored[:count])
-    if len(memo) >= HASH_MEMO_SIZE:
-        memo.clear()
-    memo[qname] = chosen
-
-    return chosen
-
-
-def _rendezvous_score(qname: str, edge: EdgeConfig) -> float:
-    digest = hashlib.blake2b(f"{qname}|{edge.name}".encode(), digest_size=8)
-    unit = (int.from_bytes(digest.digest(), "big") + 1) / (2**64 + 1)
-
-    return -edge.weight / math.log(unit)
-

@@ -12,7 +12,8 @@ import pytest
 
 from dnsrouter.config import load_config
 from dnsrouter.errors import GeoIPError
-from dnsrouter.routing import QTYPE_A, QTYPE_AAAA, weighted_cycle
+from dnsrouter.pools import weighted_cycle
+from dnsrouter.routing import QTYPE_A, QTYPE_AAAA
 
 from .helpers import (
     CASES_TOML,
