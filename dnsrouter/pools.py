@@ -48,6 +48,9 @@ class EdgePool:
     cursor: int = 0
     cycle: tuple[int, ...] = ()
     hashed: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    rotations: dict[int, tuple[tuple[str, ...], ...]] = field(
+        default_factory=dict
+    )
 
     @classmethod
     def build(
@@ -92,22 +95,35 @@ class EdgePool:
 
     def pick(self, count: int, qname: str, by_hash: bool) -> tuple[str, ...]:
         """Up to `count` distinct addresses from the serving edges."""
+        if by_hash:
+            edges = self.usable or self.full
+            return self._hashed(edges, min(count, len(edges)), qname)
+        answers = self.rotations.get(count)
+        if answers is None:
+            answers = self.rotations[count] = self._rotations(count)
+        answer = answers[self.cursor % len(answers)]
+        self.cursor += 1
+
+        return answer
+
+    def _rotations(self, count: int) -> tuple[tuple[str, ...], ...]:
+        """Every answer of a rotation period, precomputed: answer k holds
+        the first `count` distinct edges of the cycle from position k."""
         edges = self.usable or self.full
         count = min(count, len(edges))
-        if by_hash:
-            return self._hashed(edges, count, qname)
         cycle = self.cycle
-        start = self.cursor % len(cycle)
-        self.cursor += 1
-        chosen: list[int] = []
-        for step in range(len(cycle)):
-            index = cycle[(start + step) % len(cycle)]
-            if index not in chosen:
-                chosen.append(index)
-                if len(chosen) == count:
-                    break
+        answers = []
+        for start in range(len(cycle)):
+            chosen: list[int] = []
+            for step in range(len(cycle)):
+                index = cycle[(start + step) % len(cycle)]
+                if index not in chosen:
+                    chosen.append(index)
+                    if len(chosen) == count:
+                        break
+            answers.append(tuple(self.address(edges[i]) for i in chosen))
 
-        return tuple(self.address(edges[i]) for i in chosen)
+        return tuple(answers)
 
     def _hashed(
         self, edges: tuple[EdgeConfig, ...], count: int, qname: str
