@@ -111,8 +111,9 @@ class HealthConfig:
     timeout: float = 1.0
     fall: int = 3
     rise: int = 2
-    jitter: float = 0.1   # each delay is interval * (1 +- jitter)
+    jitter: float = 0.1   # each delay is shortened by up to jitter x interval
     healthy_statuses: tuple[int, ...] = tuple(range(200, 300))
+    host: str | None = None  # Host header for every edge without health_host
 
 
 @dataclass(frozen=True)
@@ -294,25 +295,19 @@ def parse_config(data: Mapping[str, Any], path: Path) -> RouterConfig:
     """Validate already-parsed TOML `data` as if read from `path`."""
     root = _Reader(str(path), "", data)
     base = path.parent
-
-    server = root.sub("server")
-    listen = tuple(
-        _parse_listen(server, item) for item in server.string_list("listen")
-    ) or (("127.0.0.1", 8053),)
-    zones_dir = base / server.string("zones_dir", "zones")
-    if not zones_dir.is_dir():
-        raise server.fail("zones_dir", "directory does not exist", str(zones_dir))
+    server = _parse_server(root.sub("server"), base)
 
     pops = tuple(_parse_pop(item) for item in root.tables("pop"))
     pop_names = _unique(root, "pop", [pop.name for pop in pops])
     edges = tuple(_parse_edge(item, pop_names) for item in root.tables("edge"))
     _unique(root, "edge", [edge.name for edge in edges])
-    if not edges:
-        raise root.fail("edge", "at least one [[edge]] is required")
+    zones_dir = server["zones_dir"]
     cdns = tuple(
         _parse_cdn(item, pop_names, zones_dir) for item in root.tables("cdn")
     )
     _unique(root, "cdn", [cdn.name for cdn in cdns])
+    if cdns and not edges:
+        raise root.fail("edge", "CDN names need at least one [[edge]]")
 
     routing_reader = root.sub("routing")
     routing = _parse_routing(routing_reader, base)
@@ -320,19 +315,11 @@ def parse_config(data: Mapping[str, Any], path: Path) -> RouterConfig:
     if whoami is not None:
         whoami = _parse_name(routing_reader, "whoami", whoami)
     routing_reader.check_unknown()
+    netmap = tuple(_parse_netmap(item, pop_names) for item in root.tables("netmap"))
 
     config = RouterConfig(
         path=path,
-        listen=listen,
-        zones_dir=zones_dir,
-        server_id=server.string("server_id", "dnsrouter"),
-        version=server.string("version", "pycdn-dnsrouter"),
-        max_udp_payload=server.integer(
-            "max_udp_payload", DEFAULT_UDP_PAYLOAD, 512, 65535
-        ),
-        tcp_idle_timeout=server.number("tcp_idle_timeout", 10.0, 0.1, 3600),
-        tcp_max_connections=server.integer("tcp_max_connections", 256, 1, 65535),
-        workers=server.integer("workers", 1, 1, 256),
+        **server,
         cdn_names=tuple(cdn.name for cdn in cdns),
         whoami_name=whoami,
         geoip=_parse_geoip(root.sub("geoip"), base, pop_names),
@@ -341,12 +328,38 @@ def parse_config(data: Mapping[str, Any], path: Path) -> RouterConfig:
         cdns=cdns,
         pops=pops,
         edges=edges,
-        netmap=tuple(_parse_netmap(item, pop_names) for item in root.tables("netmap")),
+        netmap=netmap,
     )
-    server.check_unknown()
     root.check_unknown()
 
     return config
+
+
+def _parse_server(server: _Reader, base: Path) -> dict[str, Any]:
+    """The [server] table as RouterConfig keyword arguments."""
+    listen = tuple(
+        _parse_listen(server, item) for item in server.string_list("listen")
+    ) or (("127.0.0.1", 8053),)
+    zones_dir = base / server.string("zones_dir", "zones")
+    if not zones_dir.is_dir():
+        raise server.fail("zones_dir", "directory does not exist", str(zones_dir))
+    values = {
+        "listen": listen,
+        "zones_dir": zones_dir,
+        "server_id": server.string("server_id", "dnsrouter"),
+        "version": server.string("version", "pycdn-dnsrouter"),
+        "max_udp_payload": server.integer(
+            "max_udp_payload", DEFAULT_UDP_PAYLOAD, 512, 65535
+        ),
+        "tcp_idle_timeout": server.number("tcp_idle_timeout", 10.0, 0.1, 3600),
+        "tcp_max_connections": server.integer(
+            "tcp_max_connections", 256, 1, 65535
+        ),
+        "workers": server.integer("workers", 1, 1, 256),
+    }
+    server.check_unknown()
+
+    return values
 
 
 def _unique(root: _Reader, key: str, names: list[str]) -> set[str]:
@@ -535,6 +548,7 @@ def _parse_health(reader: _Reader) -> HealthConfig:
         rise=reader.integer("rise", 2, 1, 100),
         jitter=reader.number("jitter", 0.1, 0.0, 0.5),
         healthy_statuses=healthy,
+        host=reader.optional_string("host"),
     )
     reader.check_unknown()
 

@@ -243,7 +243,10 @@ class HttpProber:
         self.agent = Agent(reactor, connectTimeout=config.timeout, pool=pool)
 
     def __call__(self, edge: EdgeConfig) -> defer.Deferred[ProbeResult]:
-        host = edge.health_host or urlsplit(edge.health_url).netloc
+        host = (
+            edge.health_host or self.config.host
+            or urlsplit(edge.health_url).netloc
+        )
         headers = Headers({b"Host": [host.encode()], b"User-Agent": [b"dnsrouter"]})
         d: defer.Deferred[Any] = self.agent.request(
             b"GET", edge.health_url.encode(), headers
@@ -361,6 +364,7 @@ class HealthChecker:
         self.reactor = reactor
         self.config = config
         self.on_change = on_change
+        self._owns_prober = prober is None
         self.prober = prober or default_prober(reactor, config)
         self.rng = rng or random.Random()
         self.running = False
@@ -397,13 +401,19 @@ class HealthChecker:
         probe (URL, Host header, check kind) are the same.
         """
         old = self._edges
+        old_host = self.config.host
         self.config = config
         if prober is not None:
             self.prober = prober
+        elif self._owns_prober:
+            # Timeout, healthy statuses and Host may have changed.
+            self.prober = default_prober(self.reactor, config)
         fresh: dict[str, _Schedule] = {}
         for edge in edges:
             previous = old.pop(edge.name, None)
-            if previous is not None and _same_probe(previous.edge, edge):
+            if previous is not None and _same_probe(
+                previous.edge, old_host, edge, config.host
+            ):
                 previous.edge = edge
                 previous.monitor.fall = config.fall
                 previous.monitor.rise = config.rise
@@ -484,7 +494,9 @@ class HealthChecker:
             self.on_change(schedule.edge.name, health)
 
 
-def _same_probe(a: EdgeConfig, b: EdgeConfig) -> bool:
-    return (a.health_url, a.health_host, a.check) == (
-        b.health_url, b.health_host, b.check
+def _same_probe(
+    a: EdgeConfig, a_host: str | None, b: EdgeConfig, b_host: str | None
+) -> bool:
+    return (a.health_url, a.health_host or a_host, a.check) == (
+        b.health_url, b.health_host or b_host, b.check
     )

@@ -38,12 +38,13 @@ def test_http_and_tcp_probes_classify_real_servers(tmp_path: Path):
     dead = closed_port()
     body = "\n".join([
         f'[geoip]\ndatabase = "{TEST_DB}"\n',
-        "[health]\ninterval = 1.0\ntimeout = 0.5\n",
+        "[health]\ninterval = 1.0\ntimeout = 0.5\n"
+        'host = "cdn.example.com"\n',
         '[[cdn]]\nname = "cdn.example.com."\ndefault_pop = "eu"\n',
         '[[pop]]\nname = "eu"\nlatitude = 50.11\nlongitude = 8.68\n',
-        edge(1, f"http://127.0.0.1:{up.port}/health",
-             'health_host = "cdn.example.com"\n'),
-        edge(2, f"http://127.0.0.1:{draining.port}/health"),
+        edge(1, f"http://127.0.0.1:{up.port}/health"),
+        edge(2, f"http://127.0.0.1:{draining.port}/health",
+             'health_host = "edge2.example.com"\n'),
         edge(3, f"http://127.0.0.1:{dead}/health"),
         edge(4, f"http://127.0.0.1:{listener.getsockname()[1]}/", 'check = "tcp"\n'),
         edge(5, f"http://127.0.0.1:{dead}/", 'check = "tcp"\n'),
@@ -67,3 +68,4 @@ def test_http_and_tcp_probes_classify_real_servers(tmp_path: Path):
         "e5 down (connection refused), e6 down (timeout)" in result.stdout
     assert "IN A 192.0.2.1, 192.0.2.4" in result.stdout
     assert up.hosts == ["cdn.example.com"]
+    assert draining.hosts == ["edge2.example.com"]
