@@ -1,0 +1,330 @@
+"""Benchmark: the router's answer rate on loopback against references.
+
+Starts, on 127.0.0.1 ports picked at run time:
+* dnsrouter (`service.run`) with the fixture zone, `workers` SO_REUSEPORT
+  processes, three PoPs and healthy edges (a local health server), the
+  test GeoIP database so ECS subnets route to EU and AP;
+* BIND `named` on the same zone (if installed), authoritative only;
+* a Twisted server that parses with dnslib (bench/dns_dnslib_reference.py).
+
+Then runs dnsperf (Debian package `dnsperf`) against each for every query
+mix, or a Python UDP load generator when dnsperf is missing, and prints
+answers per second and the ratios to the references measured in the same
+run.  The load generator shares the machine's cores with the servers, so
+compare ratios, not absolute figures, across machines.
+
+Usage: python bench/dns_router.py [--seconds 6] [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.server
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+ECS_EU = "8:00011800c63364"  # 198.51.100.0/24, Berlin in the test database
+MIXES = {
+    "static A": (["www.example.com A"], None),
+    "cdn A (source addr)": (["cdn.example.com A"], None),
+    "cdn A + ECS": (["cdn.example.com A"], ECS_EU),
+    "mixed": (
+        [
+            "www.example.com A",
+            "cdn.example.com A",
+            "cdn.example.com AAAA",
+            "nope.example.com A",
+            "alias.example.com A",
+            "x.w.example.com A",
+            "example.com MX",
+        ],
+        None,
+    ),
+}
+
+CONFIG = """
+[server]
+listen = ["127.0.0.1:{port}"]
+zones_dir = "zones"
+server_id = "bench"
+workers = {workers}
+
+[geoip]
+database = "{geoip}"
+
+[health]
+interval = 1.0
+timeout = 0.5
+rise = 1
+
+[[cdn]]
+name = "cdn.example.com."
+default_pop = "us"
+
+[[pop]]
+name = "eu"
+latitude = 50.11
+longitude = 8.68
+
+[[pop]]
+name = "ap"
+latitude = 35.68
+longitude = 139.69
+
+[[pop]]
+name = "us"
+latitude = 39.04
+longitude = -77.49
+{edges}
+"""
+
+EDGES = [
+    ("fra1", "eu", "192.0.2.21", "2001:db8:e0::21"),
+    ("fra2", "eu", "192.0.2.22", "2001:db8:e0::22"),
+    ("tyo1", "ap", "192.0.2.31", "2001:db8:a0::31"),
+    ("iad1", "us", "192.0.2.41", "2001:db8:50::41"),
+]
+
+NAMED_CONF = """
+options {{
+  directory "{dir}";
+  listen-on port {port} {{ 127.0.0.1; }};
+  listen-on-v6 {{ none; }};
+  recursion no;
+  minimal-responses yes;
+  pid-file "{dir}/named.pid";
+  session-keyfile "{dir}/session.key";
+  managed-keys-directory "{dir}";
+  dnssec-validation no;
+  notify no;
+}};
+controls {{ }};
+zone "example.com" {{ type primary; file "{zone}"; }};
+"""
+
+
+class _Healthy(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 (http.server naming)
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def free_port() -> int:
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.bind(("127.0.0.1", 0))
+            port = udp.getsockname()[1]
+        try:
+            with socket.socket() as tcp:
+                tcp.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            continue
+
+
+def answers(port: int, name: bytes = b"\x03www\x07example\x03com\x00") -> bool:
+    query = b"\x12\x34\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00" + name + b"\x00\x01\x00\x01"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(0.3)
+        try:
+            sock.sendto(query, ("127.0.0.1", port))
+            return sock.recv(4096)[:2] == b"\x12\x34"
+        except OSError:
+            return False
+
+
+def wait_for(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if answers(port):
+            return
+        if proc.poll() is not None:
+            raise SystemExit("%s exited with status %s" % (what, proc.returncode))
+        time.sleep(0.1)
+    raise SystemExit("%s did not answer on port %d" % (what, port))
+
+
+def start_router(work: Path, workers: int) -> tuple[subprocess.Popen[bytes], int]:
+    health = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Healthy)
+    threading.Thread(target=health.serve_forever, daemon=True).start()
+    hport = health.server_address[1]
+    edges = "".join(
+        '\n[[edge]]\nname = "%s"\npop = "%s"\nipv4 = "%s"\nipv6 = "%s"\n'
+        'health_url = "http://127.0.0.1:%d/healthz"\n' % (n, p, v4, v6, hport)
+        for n, p, v4, v6 in EDGES
+    )
+    shutil.copytree(REPO / "zones", work / "zones")
+    port = free_port()
+    config = work / "router.toml"
+    config.write_text(
+        CONFIG.format(
+            port=port,
+            workers=workers,
+            geoip=REPO / "geodata" / "test-city.mmdb",
+            edges=edges,
+        )
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from dnsrouter import service; "
+         "sys.exit(service.run(sys.argv[1]))", str(config)],
+        cwd=REPO, stderr=open(work / "router.log", "wb"),
+    )
+    wait_for(port, proc, "dnsrouter")
+    time.sleep(2.5)  # first health rounds mark the edges up
+
+    return proc, port
+
+
+def start_named(work: Path) -> tuple[subprocess.Popen[bytes], int] | None:
+    if shutil.which("named") is None:
+        return None
+    port = free_port()
+    (work / "named.conf").write_text(
+        NAMED_CONF.format(dir=work, port=port, zone=work / "zones" / "example.com.zone")
+    )
+    proc = subprocess.Popen(
+        ["named", "-g", "-n", "2", "-c", str(work / "named.conf")],
+        stdout=subprocess.DEVNULL, stderr=open(work / "named.log", "wb"),
+    )
+    wait_for(port, proc, "named")
+
+    return proc, port
+
+
+def start_dnslib(work: Path) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "bench" / "dns_dnslib_reference.py"),
+         str(REPO / "zones" / "example.com.zone"), str(port)],
+        stderr=open(work / "dnslib.log", "wb"),
+    )
+    wait_for(port, proc, "dnslib reference")
+
+    return proc, port
+
+
+def run_dnsperf(port: int, lines: list[str], option: str | None, seconds: float, work: Path) -> tuple[float, float]:
+    data = work / "queries.txt"
+    data.write_text("\n".join(lines) + "\n")
+    command = ["dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", str(data),
+               "-l", str(seconds), "-c", "16", "-q", "256", "-T", "1"]
+    if option:
+        command += ["-E", option]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 30).stdout
+    qps = float(re.search(r"Queries per second:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    lost = float(re.search(r"Queries lost:\s+\d+ \(([\d.]+)%\)", out).group(1))  # type: ignore[union-attr]
+
+    return qps, lost
+
+
+def run_python_load(port: int, lines: list[str], option: str | None, seconds: float, work: Path) -> tuple[float, float]:
+    """Fallback generator: one non-blocking socket, a window of queries."""
+    import dns.edns
+    import dns.message
+
+    queries = []
+    for line in lines:
+        name, rdtype = line.split()
+        options = []
+        if option:
+            code, value = option.split(":")
+            options = [dns.edns.GenericOption(int(code), bytes.fromhex(value))]
+        queries.append(
+            dns.message.make_query(name, rdtype, use_edns=0 if option else False, options=options).to_wire()
+        )
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setblocking(False)
+    sent = received = 0
+    window = 128
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        while sent - received < window:
+            sock.sendto(queries[sent % len(queries)], ("127.0.0.1", port))
+            sent += 1
+        try:
+            while True:
+                sock.recv(4096)
+                received += 1
+        except BlockingIOError:
+            time.sleep(0)
+        if sent - received >= window:
+            time.sleep(0.0005)
+            if sent - received >= window:
+                received = sent - window // 2  # count stragglers as lost
+    sock.close()
+
+    return received / seconds, 0.0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=6.0)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    load = run_dnsperf if shutil.which("dnsperf") else run_python_load
+    print("load generator: %s; cores: %d; router workers: %d; %gs per run"
+          % ("dnsperf" if load is run_dnsperf else "python", os.cpu_count() or 0,
+             args.workers, args.seconds))
+
+    work = Path(tempfile.mkdtemp(prefix="dns-bench-"))
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        router, router_port = start_router(work, args.workers)
+        procs.append(router)
+        servers = {"dnsrouter": router_port}
+        named = start_named(work)
+        if named is not None:
+            procs.append(named[0])
+            servers["named (BIND)"] = named[1]
+        reference, reference_port = start_dnslib(work)
+        procs.append(reference)
+        servers["twisted+dnslib"] = reference_port
+
+        results: dict[tuple[str, str], tuple[float, float]] = {}
+        print("%-22s %-16s %12s %7s" % ("mix", "server", "answers/s", "lost%"))
+        for mix, (lines, option) in MIXES.items():
+            for server, port in servers.items():
+                qps, lost = load(port, lines, option, args.seconds, work)
+                results[(mix, server)] = (qps, lost)
+                print("%-22s %-16s %12.0f %7.2f" % (mix, server, qps, lost))
+
+        print()
+        for mix in MIXES:
+            ours = results[(mix, "dnsrouter")][0]
+            ratios = ", ".join(
+                "%.2fx %s" % (ours / results[(mix, s)][0], s)
+                for s in servers if s != "dnsrouter" and results[(mix, s)][0]
+            )
+            print("%-22s dnsrouter = %s" % (mix, ratios))
+        print("(named answers cdn.example.com NXDOMAIN: it has no such name; the "
+              "dnslib reference answers it from a fixed record)")
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        shutil.rmtree(work, ignore_errors=True)
+
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
