@@ -4,7 +4,6 @@ to flap, and real DNS queries with ECS from dnspython."""
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -12,10 +11,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import dns.edns
+import dns.exception
 import dns.message
 import dns.query
 import dns.rdatatype
 import pytest
+
+from tests.dns.helpers import free_port
 
 from .edgesim import HealthServer
 from .helpers import REPO, TEST_DB, write_config
@@ -28,17 +30,6 @@ FALL = 3
 RISE = 2
 # Process scheduling and the poll step on a loaded CI machine.
 SLACK = 1.0
-def free_udp_tcp_port() -> int:
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind(("127.0.0.1", 0))
-            port = udp.getsockname()[1]
-        try:
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-                tcp.bind(("127.0.0.1", port))
-            return port
-        except OSError:
-            continue
 
 
 def config_body(servers: dict[str, HealthServer]) -> str:
@@ -60,7 +51,9 @@ def config_body(servers: dict[str, HealthServer]) -> str:
     return "\n".join(lines)
 
 
-class Router:
+class RouterProcess:
+    """The router subprocess and a dnspython client for it."""
+
     def __init__(self, port: int, process: subprocess.Popen[bytes]) -> None:
         self.port = port
         self.process = process
@@ -93,18 +86,18 @@ class Router:
 
 
 @pytest.fixture
-def cdn(tmp_path: Path) -> Iterator[tuple[Router, dict[str, HealthServer]]]:
+def cdn(tmp_path: Path) -> Iterator[tuple[RouterProcess, dict[str, HealthServer]]]:
     servers = {name: HealthServer() for name in ("21", "22", "23", "41")}
     path = write_config(
         tmp_path, config_body(servers),
-        header=f'listen = ["127.0.0.1:{free_udp_tcp_port()}"]',
+        header=f'listen = ["127.0.0.1:{free_port()}"]',
     )
     port = int(path.read_text().split("127.0.0.1:")[1].split('"')[0])
     process = subprocess.Popen(
         [sys.executable, "-m", "dnsrouter.cli", "serve", "--config", str(path)],
         cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
-    router = Router(port, process)
+    router = RouterProcess(port, process)
     try:
         router.wait_until(lambda a: len(a) == 3, 20.0)
         yield router, servers
