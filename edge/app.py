@@ -10,6 +10,7 @@ edge is never an open proxy. CONNECT and TRACE get 405.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
@@ -18,12 +19,12 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from edge import admin, cachekey, health, respond
+from edge import admin, cachekey, fastpath, health, respond
 from edge.config import EdgeConfig, SiteConfig
 from edge.metrics import Metrics
 from edge.origin import OriginClient
 from edge.proxy import Ask, Proxy, request_cache_control
-from edge.storage import Storage
+from edge.storage import Entry, Storage
 
 log = logging.getLogger("edge.app")
 access_log = logging.getLogger("edge.access")
@@ -34,6 +35,8 @@ MB = 1024 * 1024
 # the parser's generic 400.
 PARSER_SLACK = 4
 REFUSED_METHODS = frozenset({"CONNECT", "TRACE"})
+# Idle keep-alive connections are closed after this (aiohttp's default).
+KEEPALIVE_SECONDS = 75.0
 
 
 @functools.lru_cache(maxsize=65536)
@@ -64,14 +67,53 @@ class Edge:
                        for name in site.names}
         self._default_ports = {"80", "443", str(server.port)}
         self.server: web.Server | None = None
+        self.fast_connections: set[fastpath.FastProtocol] = set()
+        self._clock = clock
+        self._listeners: list[asyncio.Server] = []
+        self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Open the cache and the origin client; call in the running loop."""
         self.storage.open()
         await self.origin.start()
 
+    async def listen(self, host: str, port: int) -> int:
+        """Accept connections on host:port; return the bound port.
+
+        Connections start on the hit fast path and move to aiohttp at
+        their first request it cannot answer.
+        """
+        server = self.server or self.make_server()
+        loop = asyncio.get_running_loop()
+        listener = await loop.create_server(
+            lambda: fastpath.FastProtocol(self, server), host, port,
+            backlog=1024, reuse_address=True,
+        )
+        self._listeners.append(listener)
+        if self._sweeper is None:
+            self._sweeper = asyncio.ensure_future(self._sweep_idle())
+
+        return int(listener.sockets[0].getsockname()[1])
+
+    async def _sweep_idle(self) -> None:
+        while True:
+            await asyncio.sleep(KEEPALIVE_SECONDS / 5)
+            limit = time.monotonic() - KEEPALIVE_SECONDS
+            for connection in list(self.fast_connections):
+                if connection.last_active < limit:
+                    connection.close()
+
     async def close(self) -> None:
-        """Let fills finish, then close the origin client."""
+        """Stop listening, close connections, let fills finish, then
+        close the origin client."""
+        for listener in self._listeners:
+            listener.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        for connection in list(self.fast_connections):
+            connection.close()
+        if self.server is not None:
+            await self.server.shutdown(1.0)
         await self.proxy.fills.wait_all()
         await self.origin.close()
 
@@ -102,7 +144,9 @@ class Edge:
     @property
     def connections(self) -> int:
         """Open client connections."""
-        return len(self.server.connections) if self.server else 0
+        general = len(self.server.connections) if self.server else 0
+
+        return general + len(self.fast_connections)
 
     def render_metrics(self) -> str:
         """Return the Prometheus exposition."""
@@ -112,6 +156,59 @@ class Edge:
         )
 
     # -- requests --------------------------------------------------------
+
+    def fast_answer(self, head: bytes, peer: str) -> list[bytes] | None:
+        """Return the bytes answering a plain request for a fresh hit.
+
+        None sends the request (and its connection) the general way.
+        Called by ``fastpath.FastProtocol`` for each complete head.
+        """
+        parsed = fastpath.parse_head(head)
+        if parsed is None or len(parsed[1]) > self.config.server.max_target_bytes:
+            return None
+        method, raw_target, raw_host = parsed
+        try:
+            target = raw_target.decode("ascii")
+            host = raw_host.decode("ascii")
+        except UnicodeDecodeError:
+            return None
+        site = self._sites.get(self._normalise_host(host))
+        if site is None or target.startswith(admin.PREFIX) or \
+                target.partition("?")[0] == self.config.server.health_path:
+            return None
+        entry = self.storage.get_plain(
+            _primary(site.hostname, target, site.sort_query))
+        if entry is None or entry.meta.status != 200 or \
+                entry.policy.always_revalidate:
+            return None
+        age = entry.age(self._clock())
+        if age >= entry.policy.lifetime:
+            return None
+        body = self.storage.read_body(entry)
+        if body is None:
+            return None
+        return self._fast_reply(entry, body, age, method == b"HEAD", peer,
+                                target)
+
+    def _fast_reply(
+        self, entry: Entry, body: bytes, age: float, is_head: bool,
+        peer: str, target: str,
+    ) -> list[bytes]:
+        wire = entry.wire
+        if wire is None:
+            wire = entry.wire = respond.hit_head(entry)
+        head = wire + b"Age: %d\r\n\r\n" % age
+        self.metrics.observe_response("HIT", 0 if is_head else len(body))
+        if access_log.isEnabledFor(logging.INFO):
+            access_log.info('%s "%s %s" 200 HIT %d fast', peer,
+                            "HEAD" if is_head else "GET", target[:200],
+                            len(body))
+        if is_head:
+            return [head]
+        if len(body) <= fastpath.JOIN_LIMIT:
+            return [head + body]
+
+        return [head, body]
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """Answer one request and log it; aiohttp's handler entry point."""

@@ -14,8 +14,6 @@ import logging
 import signal
 import sys
 
-from aiohttp import web
-
 from edge.app import Edge
 from edge.config import EdgeConfig, load_config
 from edge.errors import ConfigError
@@ -62,14 +60,9 @@ async def serve(config: EdgeConfig) -> None:
     """Serve until SIGTERM or SIGINT."""
     edge = Edge(config)
     await edge.start()
-    runner = web.ServerRunner(edge.make_server(), handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, config.server.host, config.server.port,
-                       backlog=1024)
     try:
-        await site.start()
+        await edge.listen(config.server.host, config.server.port)
     except OSError:
-        await runner.cleanup()
         await edge.close()
         raise
     stop = asyncio.Event()
@@ -83,7 +76,6 @@ async def serve(config: EdgeConfig) -> None:
              ",".join(s.hostname for s in config.sites))
     await stop.wait()
     log.info("edge %s stopping", config.server.name)
-    await runner.cleanup()
     await edge.close()
 
 

@@ -76,6 +76,19 @@ def cached_headers(entry: Entry, age: float, x_cache: str) -> CIMultiDict[str]:
     return headers
 
 
+def hit_head(entry: Entry) -> bytes:
+    """Return the status line and headers of a whole-body HIT, without
+    Age and the blank line; computed once per stored object."""
+    meta = entry.meta
+    lines = [f"HTTP/1.1 {meta.status} {meta.reason}"]
+    lines.extend(f"{name}: {value}" for name, value in meta.headers)
+    lines.append("Accept-Ranges: bytes")
+    lines.append("X-Cache: HIT")
+    lines.append(f"Content-Length: {meta.length}")
+
+    return ("\r\n".join(lines) + "\r\n").encode("utf-8", "surrogateescape")
+
+
 def from_entry(
     entry: Entry, body: bytes | None, headers: CIMultiDict[str],
     status: int | None = None, offset: int = 0, count: int | None = None,

@@ -97,7 +97,7 @@ class Entry:
     time is computed once here: the policy and the response headers.
     """
 
-    __slots__ = ("meta", "policy", "headers", "body", "path", "etag")
+    __slots__ = ("meta", "policy", "headers", "body", "path", "etag", "wire")
 
     def __init__(self, meta: ObjectMeta, path: str) -> None:
         self.meta = meta
@@ -108,6 +108,8 @@ class Entry:
         )
         self.etag = self.policy.etag
         self.body: bytes | None = None
+        # Status line and headers of a HIT, built on first fast-path use.
+        self.wire: bytes | None = None
 
     def age(self, now: float) -> float:
         """Return the current age in seconds (RFC 9111 §4.2.3)."""
@@ -264,6 +266,18 @@ class Storage:
             dropped = self._lru.get(name)
             if dropped is not None:
                 dropped.body = None
+
+    def get_plain(self, primary: str) -> Entry | None:
+        """Return the only variant of ``primary`` if it has no Vary, else None."""
+        variants = self._variants.get(primary)
+        if variants is None or len(variants) != 1:
+            return None
+        entry = variants[0]
+        if entry.meta.vary_fields:
+            return None
+        self._lru.move_to_end(entry.meta.name)
+
+        return entry
 
     def entries(self) -> Iterator[Entry]:
         """Iterate over every stored object (for purge and metrics)."""

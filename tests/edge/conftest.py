@@ -130,16 +130,12 @@ class EdgeUnderTest:
     def __init__(self, edge: Edge, clock: FakeClock) -> None:
         self.edge = edge
         self.clock = clock
-        self.runner: web.ServerRunner | None = None
         self.port = 0
         self.session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
         await self.edge.start()
-        self.runner = web.ServerRunner(self.edge.make_server())
-        await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", 0).start()
-        self.port = self.runner.addresses[0][1]
+        self.port = await self.edge.listen("127.0.0.1", 0)
         self.session = aiohttp.ClientSession(
             auto_decompress=False,
             skip_auto_headers=("Accept-Encoding", "User-Agent", "Accept"),
@@ -148,8 +144,6 @@ class EdgeUnderTest:
     async def stop(self) -> None:
         if self.session is not None:
             await self.session.close()
-        if self.runner is not None:
-            await self.runner.cleanup()
         await self.edge.close()
 
     @property
