@@ -33,6 +33,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.dns.peers import free_port, named_conf  # noqa: E402 (path set above)
 ECS_EU = "8:00011800c63364"  # 198.51.100.0/24, Berlin in the test database
 MIXES = {
     "static A": (["www.example.com A"], None),
@@ -52,42 +55,7 @@ MIXES = {
     ),
 }
 
-CONFIG = """
-[server]
-listen = ["127.0.0.1:{port}"]
-zones_dir = "zones"
-server_id = "bench"
-workers = {workers}
-
-[geoip]
-database = "{geoip}"
-
-[health]
-interval = 1.0
-timeout = 0.5
-rise = 1
-
-[[cdn]]
-name = "cdn.example.com."
-default_pop = "us"
-
-[[pop]]
-name = "eu"
-latitude = 50.11
-longitude = 8.68
-
-[[pop]]
-name = "ap"
-latitude = 35.68
-longitude = 139.69
-
-[[pop]]
-name = "us"
-latitude = 39.04
-longitude = -77.49
-{edges}
-"""
-
+POPS = [("eu", 50.11, 8.68), ("ap", 35.68, 139.69), ("us", 39.04, -77.49)]
 EDGES = [
     ("fra1", "eu", "192.0.2.21", "2001:db8:e0::21"),
     ("fra2", "eu", "192.0.2.22", "2001:db8:e0::22"),
@@ -95,22 +63,34 @@ EDGES = [
     ("iad1", "us", "192.0.2.41", "2001:db8:50::41"),
 ]
 
-NAMED_CONF = """
-options {{
-  directory "{dir}";
-  listen-on port {port} {{ 127.0.0.1; }};
-  listen-on-v6 {{ none; }};
-  recursion no;
-  minimal-responses yes;
-  pid-file "{dir}/named.pid";
-  session-keyfile "{dir}/session.key";
-  managed-keys-directory "{dir}";
-  dnssec-validation no;
-  notify no;
-}};
-controls {{ }};
-zone "example.com" {{ type primary; file "{zone}"; }};
-"""
+
+def router_config(port: int, workers: int, health_port: int) -> str:
+    """The bench router's TOML: fixture zone, three PoPs, healthy edges."""
+    lines = [
+        "[server]",
+        'listen = ["127.0.0.1:%d"]' % port,
+        'zones_dir = "zones"',
+        'server_id = "bench"',
+        "workers = %d" % workers,
+        "[geoip]",
+        'database = "%s"' % (REPO / "geodata" / "test-city.mmdb"),
+        "[health]",
+        "interval = 1.0",
+        "timeout = 0.5",
+        "rise = 1",
+        "[[cdn]]",
+        'name = "cdn.example.com."',
+        'default_pop = "us"',
+    ]
+    for name, latitude, longitude in POPS:
+        lines += ["[[pop]]", 'name = "%s"' % name]
+        lines += ["latitude = %s" % latitude, "longitude = %s" % longitude]
+    for name, pop, ipv4, ipv6 in EDGES:
+        lines += ["[[edge]]", 'name = "%s"' % name, 'pop = "%s"' % pop]
+        lines += ['ipv4 = "%s"' % ipv4, 'ipv6 = "%s"' % ipv6]
+        lines.append('health_url = "http://127.0.0.1:%d/healthz"' % health_port)
+
+    return "\n".join(lines) + "\n"
 
 
 class _Healthy(http.server.BaseHTTPRequestHandler):
@@ -122,19 +102,6 @@ class _Healthy(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, *args: object) -> None:
         pass
-
-
-def free_port() -> int:
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind(("127.0.0.1", 0))
-            port = udp.getsockname()[1]
-        try:
-            with socket.socket() as tcp:
-                tcp.bind(("127.0.0.1", port))
-            return port
-        except OSError:
-            continue
 
 
 def answers(port: int, name: bytes = b"\x03www\x07example\x03com\x00") -> bool:
@@ -162,23 +129,11 @@ def wait_for(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
 def start_router(work: Path, workers: int) -> tuple[subprocess.Popen[bytes], int]:
     health = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Healthy)
     threading.Thread(target=health.serve_forever, daemon=True).start()
-    hport = health.server_address[1]
-    edges = "".join(
-        '\n[[edge]]\nname = "%s"\npop = "%s"\nipv4 = "%s"\nipv6 = "%s"\n'
-        'health_url = "http://127.0.0.1:%d/healthz"\n' % (n, p, v4, v6, hport)
-        for n, p, v4, v6 in EDGES
-    )
+    health_port = health.server_address[1]
     shutil.copytree(REPO / "zones", work / "zones")
     port = free_port()
     config = work / "router.toml"
-    config.write_text(
-        CONFIG.format(
-            port=port,
-            workers=workers,
-            geoip=REPO / "geodata" / "test-city.mmdb",
-            edges=edges,
-        )
-    )
+    config.write_text(router_config(port, workers, health_port))
     proc = subprocess.Popen(
         [sys.executable, "-c", "import sys; from dnsrouter import service; "
          "sys.exit(service.run(sys.argv[1]))", str(config)],
@@ -194,11 +149,9 @@ def start_named(work: Path) -> tuple[subprocess.Popen[bytes], int] | None:
     if shutil.which("named") is None:
         return None
     port = free_port()
-    (work / "named.conf").write_text(
-        NAMED_CONF.format(dir=work, port=port, zone=work / "zones" / "example.com.zone")
-    )
+    conf = named_conf(work, port, work / "zones" / "example.com.zone")
     proc = subprocess.Popen(
-        ["named", "-g", "-n", "2", "-c", str(work / "named.conf")],
+        ["named", "-g", "-n", "2", "-c", str(conf)],
         stdout=subprocess.DEVNULL, stderr=open(work / "named.log", "wb"),
     )
     wait_for(port, proc, "named")

@@ -3,7 +3,6 @@ and a way to ask a Responder a question and read the reply."""
 
 from __future__ import annotations
 
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,18 +96,3 @@ def rrsets_text(section: list[Any]) -> set[str]:
         for line in rrset.to_text().splitlines()
     }
 
-
-def free_port() -> int:
-    """A port free right now for UDP and TCP on 127.0.0.1 and ::1."""
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind(("127.0.0.1", 0))
-            port = udp.getsockname()[1]
-        try:
-            for family, host in [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")]:
-                for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
-                    with socket.socket(family, kind) as probe:
-                        probe.bind((host, port))
-            return port
-        except OSError:
-            continue

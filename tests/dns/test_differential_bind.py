@@ -32,7 +32,6 @@ Intended differences, not compared:
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -48,7 +47,8 @@ import pytest
 
 from dnsrouter.responder import Responder, ResponderSettings
 from dnsrouter.zone import load_zone_dir
-from tests.dns.helpers import ZONES, free_port
+from tests.dns.helpers import ZONES
+from tests.dns.peers import free_port, named_conf
 
 pytestmark = pytest.mark.e2e
 
@@ -91,26 +91,6 @@ NAMES = [
     "www.example.org", "com", ".",
 ]
 TYPES = ["A", "AAAA", "TXT", "MX", "SOA", "NS", "CNAME"]
-NAMED_CONF = """
-options {{
-  directory "{dir}";
-  listen-on port {port} {{ 127.0.0.1; }};
-  listen-on-v6 {{ none; }};
-  recursion no;
-  minimal-responses yes;
-  minimal-any yes;
-  pid-file "{dir}/named.pid";
-  session-keyfile "{dir}/session.key";
-  managed-keys-directory "{dir}";
-  dnssec-validation no;
-  server-id "router-1";
-  version "pycdn-dnsrouter";
-  allow-transfer {{ none; }};
-  notify no;
-}};
-controls {{ }};
-zone "example.com" {{ type primary; file "example.com.zone"; }};
-"""
 
 
 @pytest.fixture(scope="module")
@@ -122,11 +102,10 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Res
     (zones / "example.com.zone").write_text(
         (ZONES / "example.com.zone").read_text() + EXTRA
     )
-    shutil.copy(zones / "example.com.zone", workdir / "example.com.zone")
     port = free_port()
-    (workdir / "named.conf").write_text(NAMED_CONF.format(dir=workdir, port=port))
+    conf = named_conf(workdir, port, zones / "example.com.zone")
     proc = subprocess.Popen(
-        ["named", "-g", "-n", "1", "-c", str(workdir / "named.conf")],
+        ["named", "-g", "-n", "1", "-c", str(conf)],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
     try:

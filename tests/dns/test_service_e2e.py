@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.dns.helpers import REPO, ZONES, free_port
+from tests.dns.helpers import REPO, ZONES
+from tests.dns.peers import free_port
 
 pytestmark = pytest.mark.e2e
 
