@@ -22,7 +22,10 @@ from dnsrouter.routing import QTYPE_A, Router
 
 from .helpers import LAB_TOML, RESOLVER, ecs, load, make_router
 
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
 SAMPLES = 600
+SAMPLES_V6 = 300
 PROBES_PER_SCOPE = 12
 
 # A denser worldwide layout, where scopes are harder to get right.
@@ -65,8 +68,26 @@ def sampled(geolite: GeoDatabase) -> list[ipaddress.IPv4Network]:
     return list(networks)
 
 
+@pytest.fixture(scope="module")
+def sampled_v6(geolite: GeoDatabase) -> list[ipaddress.IPv6Network]:
+    """Distinct IPv6 database networks with a location: random addresses
+    in the RIRs' main /12 blocks (most of the space is unallocated)."""
+    rng = random.Random(20180703)
+    blocks = [0x2A00, 0x2400, 0x2600, 0x2800, 0x2C00]
+    networks: dict[ipaddress.IPv6Network, None] = {}
+    for _ in range(40_000):
+        high = rng.choice(blocks) | rng.getrandbits(4)
+        address = ipaddress.IPv6Address((high << 112) | rng.getrandbits(112))
+        match = geolite.lookup(address)
+        if match.record is not None:
+            networks[match.network] = None  # type: ignore[index]
+        if len(networks) == SAMPLES_V6:
+            break
+    return list(networks)
+
+
 def brute_force(
-    router: Router, geolite: GeoDatabase, address: ipaddress.IPv4Address
+    router: Router, geolite: GeoDatabase, address: IPAddress
 ) -> set[str]:
     """The PoPs a correct router may pick for `address`: the nearest one;
     for a country-level record, every PoP within its accuracy radius of
@@ -96,31 +117,35 @@ def answered_pop(router: Router, address: str, prefix: int) -> tuple[str, int]:
     return pop, answer.scope_prefix
 
 
-def unwidened(router: Router) -> Callable[[ipaddress.IPv4Address], str]:
+def unwidened(router: Router) -> Callable[[IPAddress], str]:
     """The PoP for one address, decided afresh with no scope widening (so
     the check does not lean on the code under test's widening)."""
     decider = Decider(router.geo, router.netmap, router.ranker, widen_budget=0)
     default = router.config.cdns[0].default_pop
 
-    def pop_for(address: ipaddress.IPv4Address) -> str:
+    def pop_for(address: IPAddress) -> str:
         pops = decider.decide(address).pops
         return pops[0] if pops else default
 
     return pop_for
 
 
-@pytest.mark.parametrize("layout", ["lab", "world"])
+@pytest.mark.parametrize(
+    ("layout", "family"), [("lab", 4), ("world", 4), ("lab", 6), ("world", 6)]
+)
 def test_sampled_networks_get_nearest_pop_and_true_scopes(
-    tmp_path: Path, geolite: GeoDatabase, sampled, layout: str
+    tmp_path: Path, geolite: GeoDatabase, sampled, sampled_v6, layout: str,
+    family: int,
 ):
     body = LAB_TOML if layout == "lab" else world_toml()
+    networks = sampled if family == 4 else sampled_v6
     router, _, _ = make_router(load(tmp_path, body), database=None)
     checker = unwidened(router)
     rng = random.Random(7)
     wrong_pop, wrong_scope = [], []
-    for network in sampled:
+    for network in networks:
         address = network.network_address
-        pop, scope = answered_pop(router, str(address), 32)
+        pop, scope = answered_pop(router, str(address), network.max_prefixlen)
         if pop not in brute_force(router, geolite, address):
             wrong_pop.append((network, pop))
         block = ipaddress.ip_network(f"{address}/{scope}", strict=False)
@@ -135,6 +160,7 @@ def test_sampled_networks_get_nearest_pop_and_true_scopes(
             if probe_pop != pop:
                 wrong_scope.append((network, scope, probe, probe_pop, pop))
 
+    assert len(networks) >= (SAMPLES if family == 4 else SAMPLES_V6)
     assert wrong_pop == []
     assert wrong_scope == []
 
