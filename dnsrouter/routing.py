@@ -117,7 +117,8 @@ class Router:
     # Lifecycle
 
     def start(self) -> None:
-        """Start health checks and, with a netmap file, its change polling."""
+        """Start health checks, background scope widening and, with a
+        netmap file, its change polling, all on the reactor."""
         self.health.start()
         self._start_netmap_polling()
         self._widen_loop = task.LoopingCall(self.widen_pending)
@@ -139,9 +140,15 @@ class Router:
         change. The GeoIP database is reopened (it may have been replaced
         on disk). Raises GeoIPError or ConfigError.
         """
+        opened = geo is None
         if geo is None:
             geo = GeoDatabase(config.geoip.database)
-        netmap, watched = self._load_netmap(config)
+        try:
+            netmap, watched = self._load_netmap(config)
+        except ConfigError:
+            if opened:
+                geo.close()
+            raise
         self.stop_netmap_polling()
         self.health.reload(config.edges, config.health)
         old_geo = self.geo
