@@ -162,6 +162,57 @@ async def test_kill_9_during_fills_never_leaves_a_partial_object(
     assert [results[f"/obj/{n}"][0] for n in range(10)] == ["HIT"] * 10
 
 
+async def test_memory_stays_bounded_for_a_large_object(
+    tmp_path: Any, origin: Origin
+) -> None:
+    """A 256 MiB object streams through a real edge process (fill and a
+    slow-ish reader) while its resident memory grows by under 48 MiB."""
+    size = 256 * 1024 * 1024
+    block = os.urandom(1024 * 1024)
+
+    async def huge(request: web.BaseRequest, n: int) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Cache-Control": "max-age=60"})
+        response.content_length = size
+        await response.prepare(request)
+        for _ in range(size // len(block)):
+            await response.write(block)
+        await response.write_eof()
+        return response
+
+    origin.route("/huge", huge)
+    port = _free_port()
+    config = tmp_path / "edge.toml"
+    _write_config(config, origin.url, port)
+    url = f"http://127.0.0.1:{port}"
+    proc = _start_edge(config)
+    try:
+        async with aiohttp.ClientSession() as session:
+            await _wait_up(session, url)
+            before = _rss(proc.pid)
+            peak = before
+            received = 0
+            async with session.get(url + "/huge",
+                                   headers={"Host": "cdn.example.com"}) as r:
+                async for chunk in r.content.iter_chunked(1 << 20):
+                    received += len(chunk)
+                    if received % (32 << 20) < len(chunk):
+                        peak = max(peak, _rss(proc.pid))
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+    assert received == size
+    assert peak - before < 48 * 1024 * 1024, (before, peak)
+
+
+def _rss(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
 def _paced(body: bytes, slow: bool):  # type: ignore[no-untyped-def]
     async def handler(request: web.BaseRequest, n: int) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Cache-Control": "max-age=600"})
