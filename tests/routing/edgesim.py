@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -57,3 +58,19 @@ class HealthServer:
         self.server.server_close()
 
 
+
+
+def unused_dns_port() -> int:
+    """A loopback port on which both TCP and UDP are free at this moment."""
+    for _ in range(100):
+        with socket.create_server(("127.0.0.1", 0)) as tcp:
+            port = tcp.getsockname()[1]
+            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                udp.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            finally:
+                udp.close()
+            return port
+    raise RuntimeError("no free loopback port for TCP and UDP")

@@ -17,9 +17,7 @@ import dns.query
 import dns.rdatatype
 import pytest
 
-from tests.dns.helpers import free_port
-
-from .edgesim import HealthServer
+from .edgesim import HealthServer, unused_dns_port
 from .helpers import REPO, TEST_DB, write_config
 
 pytestmark = pytest.mark.e2e
@@ -90,7 +88,7 @@ def cdn(tmp_path: Path) -> Iterator[tuple[RouterProcess, dict[str, HealthServer]
     servers = {name: HealthServer() for name in ("21", "22", "23", "41")}
     path = write_config(
         tmp_path, config_body(servers),
-        header=f'listen = ["127.0.0.1:{free_port()}"]',
+        header=f'listen = ["127.0.0.1:{unused_dns_port()}"]',
     )
     port = int(path.read_text().split("127.0.0.1:")[1].split('"')[0])
     process = subprocess.Popen(
