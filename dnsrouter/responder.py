@@ -40,7 +40,8 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 CLASS_IN, CLASS_CH = 1, 3
 ECS_OPTION_CODE = 8  # RFC 7871 section 6; B's ecs module uses the same
-ZONE_TRANSFERS = (251, 252)  # IXFR, AXFR: not offered
+ZONE_TRANSFERS = (251, 252)  # IXFR, AXFR: not offered (RFC 5936 2.2.1)
+MAIL_QTYPES = (253, 254)  # MAILB, MAILA: obsolete, NOTIMP as in BIND
 
 # Body caches are bounded so random names cannot grow memory; when full
 # they are emptied, which costs one re-encode per name afterwards.
@@ -240,6 +241,12 @@ class Responder:
 
     def decide(self, query: Query, peer: str, subnet: Any) -> _Decision:
         qtype = query.qtype
+        if qtype == rdata.OPT or 128 <= qtype <= 250:
+            # RFC 6895 section 3.1: OPT, TKEY, TSIG and the reserved meta
+            # range are never questions; BIND answers FORMERR too.
+            return _FORMERR
+        if qtype in MAIL_QTYPES:
+            return _NOTIMP
         if query.qclass != CLASS_IN:
             return self._chaos(query) if query.qclass == CLASS_CH else _REFUSED
         if qtype in ZONE_TRANSFERS:
@@ -379,6 +386,8 @@ class Responder:
 
 
 _REFUSED = _Decision(REFUSED, False, wire.EMPTY_BODY)
+_FORMERR = _Decision(FORMERR, False, wire.EMPTY_BODY)
+_NOTIMP = _Decision(NOTIMP, False, wire.EMPTY_BODY)
 
 
 def _bounded_put(cache: dict[Any, Any], key: Any, value: Any) -> None:
