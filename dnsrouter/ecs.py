@@ -101,9 +101,13 @@ def _no_address(family: int, scope: int, address: bytes) -> ClientSubnet:
             "ECS with SOURCE PREFIX-LENGTH 0 must carry SCOPE 0 and no ADDRESS"
         )
 
-    return ClientSubnet(
-        family, 0, 0, b"", ipaddress.IPv4Network("0.0.0.0/0")
-    )
+    network: ipaddress.IPv4Network | ipaddress.IPv6Network
+    if family == FAMILY_IPV6:
+        network = ipaddress.IPv6Network("::/0")
+    else:
+        network = ipaddress.IPv4Network("0.0.0.0/0")
+
+    return ClientSubnet(family, 0, 0, b"", network)
 
 
 def encode_client_subnet(subnet: ClientSubnet, scope_prefix: int) -> bytes:

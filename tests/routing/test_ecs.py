@@ -128,3 +128,12 @@ def test_text_form_round_trips_through_the_wire_form(text: str):
     parsed = parse_client_subnet(encode_client_subnet(built, 0))
 
     assert parsed == built
+
+
+def test_ipv6_source_zero_is_no_client_information_too():
+    """FAMILY 2 with SOURCE 0: parsed, no address, echoed with SCOPE 0."""
+    subnet = parse_client_subnet(bytes.fromhex("00020000"))
+
+    assert subnet.network == ipaddress.ip_network("::/0")
+    assert not subnet.has_client_address
+    assert encode_client_subnet(subnet, 48) == bytes.fromhex("00020000")
