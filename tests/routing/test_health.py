@@ -6,13 +6,16 @@ import json
 import random
 
 import pytest
-from twisted.internet import task
+from twisted.internet import defer, task
+from twisted.python.failure import Failure
+from twisted.web.client import ResponseDone
 
 from dnsrouter.config import EdgeConfig, HealthConfig
 from dnsrouter.health import (
     EdgeHealth,
     EdgeMonitor,
     HealthChecker,
+    HttpProber,
     ProbeResult,
     classify_http,
 )
@@ -171,3 +174,52 @@ def test_stop_cancels_timers_and_ignores_late_results():
     assert len(prober.calls) == calls
     assert clock.getDelayedCalls() == []
     assert health.states()["a"].up
+
+
+class FakeResponse:
+    """Enough of twisted.web's IResponse for HttpProber: a status and a
+    body delivered in chunks, then the end of the body."""
+
+    def __init__(self, code: int, body: bytes) -> None:
+        self.code = code
+        self.body = body
+
+    def deliverBody(self, protocol) -> None:  # noqa: N802 (Twisted's name)
+        protocol.makeConnection(None)
+        for start in range(0, len(self.body), 7):
+            protocol.dataReceived(self.body[start:start + 7])
+        protocol.connectionLost(Failure(ResponseDone()))
+
+
+class FakeAgent:
+    def __init__(self, response: FakeResponse) -> None:
+        self.response = response
+        self.requests: list[tuple[bytes, bytes, object]] = []
+
+    def request(self, method, uri, headers=None, body=None):
+        self.requests.append((method, uri, headers))
+        return defer.succeed(self.response)
+
+
+@pytest.mark.parametrize(
+    ("code", "payload", "ok", "draining"),
+    [
+        (200, body(), True, False),
+        (503, body(status="draining", draining=True), True, True),
+        (503, b"down", False, False),
+    ],
+)
+def test_http_prober_reads_the_body_and_classifies_it(code, payload, ok, draining):
+    """GET with the configured Host header; the reply's JSON decides."""
+    config = HealthConfig(host="cdn.example.com")
+    prober = HttpProber(task.Clock(), config)
+    agent = FakeAgent(FakeResponse(code, payload))
+    prober.agent = agent  # type: ignore[assignment]
+    results: list[ProbeResult] = []
+
+    prober(edge("a")).addCallback(results.append)
+
+    method, uri, headers = agent.requests[0]
+    assert (method, uri) == (b"GET", b"http://192.0.2.21/a")
+    assert headers.getRawHeaders(b"Host") == [b"cdn.example.com"]
+    assert results[0].ok is ok and results[0].draining is draining
