@@ -571,8 +571,11 @@ def _parse_geoip(reader: _Reader, base: Path, pops: set[str]) -> GeoIPConfig:
         if not names:
             raise country_reader.fail(code, "must list at least one PoP")
         country_pops.append((code, tuple(names)))
+    path = base / database if database else None
+    if path is not None and not path.is_file():
+        raise reader.fail("database", "file does not exist", str(path))
     geoip = GeoIPConfig(
-        database=base / database if database else None,
+        database=path,
         country_pops=tuple(country_pops),
     )
     reader.check_unknown()

@@ -73,9 +73,13 @@ class GeoDatabase:
         self.path = path if path is not None else default_database_path()
         try:
             self._reader = maxminddb.open_database(str(self.path))
-        except (OSError, ValueError, maxminddb.InvalidDatabaseError) as error:
+        except OSError as error:
             raise GeoIPError(
-                f"{self.path}: not a readable MaxMind database: {error}"
+                f"{self.path}: cannot open GeoIP database: {error.strerror}"
+            ) from error
+        except (ValueError, maxminddb.InvalidDatabaseError) as error:
+            raise GeoIPError(
+                f"{self.path}: not a MaxMind-format database: {error}"
             ) from error
         metadata = self._reader.metadata()
         self.database_type: str = metadata.database_type

@@ -91,3 +91,16 @@ def test_check_reports_ok_for_a_valid_config(
 
     assert main(["check", "--config", str(path)]) == 0
     assert "ok: 1 CDN names, 3 PoPs, 6 edges" in capsys.readouterr().out
+
+
+def test_missing_geoip_database_is_named_with_its_key(tmp_path: Path):
+    body = CASES_TOML + '\n[geoip]\ndatabase = "GeoIP2-City.mmdb"\n'
+    path = write_config(tmp_path, body)
+
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+
+    assert str(caught.value) == (
+        f'{path}: geoip.database: file does not exist, '
+        f'got "{tmp_path / "GeoIP2-City.mmdb"}"'
+    )
