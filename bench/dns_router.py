@@ -36,6 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests.dns.peers import free_port, named_conf  # noqa: E402 (path set above)
+
 ECS_EU = "8:00011800c63364"  # 198.51.100.0/24, Berlin in the test database
 MIXES = {
     "static A": (["www.example.com A"], None),
@@ -105,7 +106,8 @@ class _Healthy(http.server.BaseHTTPRequestHandler):
 
 
 def answers(port: int, name: bytes = b"\x03www\x07example\x03com\x00") -> bool:
-    query = b"\x12\x34\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00" + name + b"\x00\x01\x00\x01"
+    header = bytes.fromhex("123400000001000000000000")
+    query = header + name + b"\x00\x01\x00\x01"
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.settimeout(0.3)
         try:
@@ -135,9 +137,15 @@ def start_router(work: Path, workers: int) -> tuple[subprocess.Popen[bytes], int
     config = work / "router.toml"
     config.write_text(router_config(port, workers, health_port))
     proc = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from dnsrouter import service; "
-         "sys.exit(service.run(sys.argv[1]))", str(config)],
-        cwd=REPO, stderr=open(work / "router.log", "wb"),
+        [
+            sys.executable,
+            "-c",
+            "import sys; from dnsrouter import service; "
+            "sys.exit(service.run(sys.argv[1]))",
+            str(config),
+        ],
+        cwd=REPO,
+        stderr=open(work / "router.log", "wb"),
     )
     wait_for(port, proc, "dnsrouter")
     time.sleep(2.5)  # first health rounds mark the edges up
@@ -152,7 +160,8 @@ def start_named(work: Path) -> tuple[subprocess.Popen[bytes], int] | None:
     conf = named_conf(work, port, work / "zones" / "example.com.zone")
     proc = subprocess.Popen(
         ["named", "-g", "-n", "2", "-c", str(conf)],
-        stdout=subprocess.DEVNULL, stderr=open(work / "named.log", "wb"),
+        stdout=subprocess.DEVNULL,
+        stderr=open(work / "named.log", "wb"),
     )
     wait_for(port, proc, "named")
 
@@ -162,8 +171,12 @@ def start_named(work: Path) -> tuple[subprocess.Popen[bytes], int] | None:
 def start_dnslib(work: Path) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, str(REPO / "bench" / "dns_dnslib_reference.py"),
-         str(REPO / "zones" / "example.com.zone"), str(port)],
+        [
+            sys.executable,
+            str(REPO / "bench" / "dns_dnslib_reference.py"),
+            str(REPO / "zones" / "example.com.zone"),
+            str(port),
+        ],
         stderr=open(work / "dnslib.log", "wb"),
     )
     wait_for(port, proc, "dnslib reference")
@@ -171,21 +184,51 @@ def start_dnslib(work: Path) -> tuple[subprocess.Popen[bytes], int]:
     return proc, port
 
 
-def run_dnsperf(port: int, lines: list[str], option: str | None, seconds: float, work: Path) -> tuple[float, float]:
+def run_dnsperf(
+    port: int, lines: list[str], option: str | None, seconds: float, work: Path
+) -> tuple[float, float]:
+    """Answers per second and lost percentage measured by dnsperf."""
     data = work / "queries.txt"
     data.write_text("\n".join(lines) + "\n")
-    command = ["dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", str(data),
-               "-l", str(seconds), "-c", "16", "-q", "256", "-T", "1"]
+    command = [
+        "dnsperf",
+        "-s",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "-d",
+        str(data),
+        "-l",
+        str(seconds),
+        "-c",
+        "16",
+        "-q",
+        "256",
+        "-T",
+        "1",
+    ]
     if option:
         command += ["-E", option]
-    out = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 30).stdout
-    qps = float(re.search(r"Queries per second:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    lost = float(re.search(r"Queries lost:\s+\d+ \(([\d.]+)%\)", out).group(1))  # type: ignore[union-attr]
+    out = subprocess.run(
+        command, capture_output=True, text=True, timeout=seconds + 30
+    ).stdout
+    qps = float(_find(r"Queries per second:\s+([\d.]+)", out))
+    lost = float(_find(r"Queries lost:\s+\d+ \(([\d.]+)%\)", out))
 
     return qps, lost
 
 
-def run_python_load(port: int, lines: list[str], option: str | None, seconds: float, work: Path) -> tuple[float, float]:
+def _find(pattern: str, text: str) -> str:
+    match = re.search(pattern, text)
+    if match is None:
+        raise SystemExit("dnsperf output not understood:\n" + text)
+
+    return match.group(1)
+
+
+def run_python_load(
+    port: int, lines: list[str], option: str | None, seconds: float, work: Path
+) -> tuple[float, float]:
     """Fallback generator: one non-blocking socket, a window of queries."""
     import dns.edns
     import dns.message
@@ -197,9 +240,10 @@ def run_python_load(port: int, lines: list[str], option: str | None, seconds: fl
         if option:
             code, value = option.split(":")
             options = [dns.edns.GenericOption(int(code), bytes.fromhex(value))]
-        queries.append(
-            dns.message.make_query(name, rdtype, use_edns=0 if option else False, options=options).to_wire()
+        query = dns.message.make_query(
+            name, rdtype, use_edns=0 if option else False, options=options
         )
+        queries.append(query.to_wire())
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setblocking(False)
     sent = received = 0
@@ -230,9 +274,15 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     load = run_dnsperf if shutil.which("dnsperf") else run_python_load
-    print("load generator: %s; cores: %d; router workers: %d; %gs per run"
-          % ("dnsperf" if load is run_dnsperf else "python", os.cpu_count() or 0,
-             args.workers, args.seconds))
+    print(
+        "load generator: %s; cores: %d; router workers: %d; %gs per run"
+        % (
+            "dnsperf" if load is run_dnsperf else "python",
+            os.cpu_count() or 0,
+            args.workers,
+            args.seconds,
+        )
+    )
 
     work = Path(tempfile.mkdtemp(prefix="dns-bench-"))
     procs: list[subprocess.Popen[bytes]] = []
@@ -261,11 +311,14 @@ def main() -> int:
             ours = results[(mix, "dnsrouter")][0]
             ratios = ", ".join(
                 "%.2fx %s" % (ours / results[(mix, s)][0], s)
-                for s in servers if s != "dnsrouter" and results[(mix, s)][0]
+                for s in servers
+                if s != "dnsrouter" and results[(mix, s)][0]
             )
             print("%-22s dnsrouter = %s" % (mix, ratios))
-        print("(named answers cdn.example.com NXDOMAIN: it has no such name; the "
-              "dnslib reference answers it from a fixed record)")
+        print(
+            "(named answers cdn.example.com NXDOMAIN: it has no such name; the "
+            "dnslib reference answers it from a fixed record)"
+        )
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGTERM)

@@ -193,7 +193,10 @@ class Responder:
     def answer(self, query: Query, peer: str, transport: Transport) -> bytes:
         """Decide and assemble the reply to a well-formed query."""
         edns = query.edns
-        limit = wire.TCP_MAX if transport == "tcp" else wire.udp_limit(edns, self.max_udp)
+        if transport == "tcp":
+            limit = wire.TCP_MAX
+        else:
+            limit = wire.udp_limit(edns, self.max_udp)
         if edns is not None and edns.version > 0:
             # RFC 6891 section 6.1.3: BADVERS, question kept, before any
             # cache or data is consulted.
@@ -337,7 +340,7 @@ class Responder:
         lines = self.router.whoami_text(self._resolver(peer), subnet)
         rrset = RRset(query.qname, rdata.TXT, 0, (_txt(lines),))
 
-        return _Decision(NOERROR, True, wire.encode_body(query.qname, ((rrset,), (), ())))
+        return _answer(query.qname, rrset)
 
     def _chaos(self, query: Query) -> _Decision:
         """id.server and version.server in class CH (RFC 4892 section 2)."""
@@ -354,7 +357,7 @@ class Responder:
             return _Decision(NOERROR, True, wire.EMPTY_BODY)
         rrset = RRset(query.qname, rdata.TXT, 0, (_txt([text]),), CLASS_CH)
 
-        return _Decision(NOERROR, True, wire.encode_body(query.qname, ((rrset,), (), ())))
+        return _answer(query.qname, rrset)
 
     def _opt(self, query: Query, ext_rcode: int, subnet: Any, scope: int) -> bytes:
         """The reply's OPT: only when the query had one (RFC 6891 section 7)."""
@@ -382,12 +385,19 @@ class Responder:
         flags = wire.reply_flags(query.flags, False, rcode & 0xF)
         opt = self._opt(query, rcode >> 4, None, 0)
 
-        return wire.assemble(query.id, flags, query.question, wire.EMPTY_BODY, opt, limit)
+        return wire.assemble(
+            query.id, flags, query.question, wire.EMPTY_BODY, opt, limit
+        )
 
 
 _REFUSED = _Decision(REFUSED, False, wire.EMPTY_BODY)
 _FORMERR = _Decision(FORMERR, False, wire.EMPTY_BODY)
 _NOTIMP = _Decision(NOTIMP, False, wire.EMPTY_BODY)
+
+
+def _answer(qname: bytes, rrset: RRset) -> _Decision:
+    """An authoritative answer of one RRset owned by the question name."""
+    return _Decision(NOERROR, True, wire.encode_body(qname, ((rrset,), (), ())))
 
 
 def _bounded_put(cache: dict[Any, Any], key: Any, value: Any) -> None:

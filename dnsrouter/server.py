@@ -40,6 +40,8 @@ class ResponderSlot:
 class DnsDatagramProtocol(protocol.DatagramProtocol):
     """Answers each UDP datagram; sends nothing when told to drop it."""
 
+    transport: Any  # Twisted's interface stubs do not type these calls
+
     def __init__(self, slot: ResponderSlot) -> None:
         self.slot = slot
 
@@ -55,6 +57,8 @@ class DnsDatagramProtocol(protocol.DatagramProtocol):
 
 class DnsStreamProtocol(protocol.Protocol):
     """One TCP connection: length-framed queries, answered in order."""
+
+    transport: Any
 
     def __init__(self, factory: "DnsStreamFactory") -> None:
         self.factory = factory
@@ -112,7 +116,10 @@ class DnsStreamFactory(protocol.ServerFactory):
         self.max_connections = max_connections
         self.active = 0
 
-    def buildProtocol(self, addr: IAddress) -> DnsStreamProtocol | None:  # type: ignore[override]
+    # Twisted's stub says Protocol; None is its documented refusal.
+    def buildProtocol(  # type: ignore[override]
+        self, addr: IAddress
+    ) -> DnsStreamProtocol | None:
         if self.active >= self.max_connections:
             # Returning None makes Twisted close the connection at once.
             log.warning("tcp connection_refused peer=%s reason=cap", _host(addr))

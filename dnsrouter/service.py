@@ -108,7 +108,7 @@ def serve(config_path: str, reuse_port: bool, reactor: Any = None) -> int:
             # A datagram protocol serves one port only; the factory many.
             udp = DnsDatagramProtocol(slot)
             spec = ListenSpec(host, port, reuse_port)
-            udp_port, _ = listen(reactor, spec, udp, tcp)
+            udp_port: Any = listen(reactor, spec, udp, tcp)[0]
             log.info(
                 "listen address=%s port=%d pid=%d",
                 host,

@@ -32,8 +32,11 @@ _NO_VALUE = frozenset((2, 8))
 
 
 class _TokenLike(Protocol):
-    text: str
-    quoted: bool
+    @property
+    def text(self) -> str: ...
+
+    @property
+    def quoted(self) -> bool: ...
 
 
 def key_code(text: str) -> int:

@@ -168,7 +168,8 @@ def _parse_records(data: bytes, pos: int, before: int, arcount: int) -> Edns | N
     except (ValueError, struct.error) as exc:
         raise MalformedPacketError("bad record: %s" % exc) from None
     if pos != len(data):
-        raise MalformedPacketError("%d octets after the last record" % (len(data) - pos))
+        extra = len(data) - pos
+        raise MalformedPacketError("%d octets after the last record" % extra)
 
     return edns
 

@@ -121,7 +121,7 @@ class Zone:
         glue a referral must carry (RFC 9471 section 2.1); BIND with
         minimal responses sends no sibling glue either.
         """
-        out = []
+        out: list[RRset] = []
         for target in ns.rdatas:
             key = names.key_of(target)
             if below is not None and not names.is_subdomain(key, below):
@@ -234,12 +234,13 @@ class ZoneSet:
             first = False
 
         if step.kind == "answer":
-            additional = ()
+            additional: tuple[RRset, ...] = ()
             if qtype == rdata.NS:
                 # Addresses of the zone's own name servers, as BIND adds
                 # even with minimal responses.
                 additional = zone.addresses_for(step.rrsets[0])
-            return Resolution(NOERROR, True, tuple(answer) + step.rrsets, (), additional)
+            answer.extend(step.rrsets)
+            return Resolution(NOERROR, True, tuple(answer), (), additional)
         rcode = NXDOMAIN if step.kind == "nxdomain" else NOERROR
         soa = zone.negative_soa()
         if qtype == rdata.SOA and rcode == NXDOMAIN:
@@ -287,7 +288,9 @@ def _add_record(
     node = nodes.setdefault(key, {})
     old = node.get(record.rtype)
     if old is None:
-        node[record.rtype] = RRset(record.name, record.rtype, record.ttl, (record.rdata,))
+        node[record.rtype] = RRset(
+            record.name, record.rtype, record.ttl, (record.rdata,)
+        )
         lines[(key, record.rtype)] = record.where
         return
     if record.rdata in old.rdatas:
@@ -355,7 +358,9 @@ def _text(zone: Zone) -> str:
     return names.to_text(zone.origin).rstrip(".") or "."
 
 
-def load_zone(origin: str, path: str | Path, root_dir: str | Path | None = None) -> Zone:
+def load_zone(
+    origin: str, path: str | Path, root_dir: str | Path | None = None
+) -> Zone:
     """Parse and validate one zone file; raises ZoneError."""
     wire = names.from_text(origin if origin.endswith(".") else origin + ".", None)
     parsed = zonefile.parse_file(path, wire, root_dir)
@@ -374,7 +379,8 @@ def load_zone_dir(directory: str | Path) -> ZoneSet:
     for path in sorted(directory.glob("*.zone")):
         zone = load_zone(path.name[: -len(".zone")], path, directory)
         zones[zone.key] = zone
-        log.info("zone loaded origin=%s records=%d", _text(zone), _count(zone.nodes.values()))
+        count = _count(zone.nodes.values())
+        log.info("zone loaded origin=%s records=%d", _text(zone), count)
 
     return ZoneSet(zones)
 

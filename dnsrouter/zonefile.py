@@ -234,9 +234,14 @@ class _Loader:
         ttl = self.resolve_ttl(ttl, rtype, data, where)
 
         if rclass != CLASS_IN:
-            raise ZoneError("%s: class %d does not match zone class IN" % (where, rclass))
+            raise ZoneError(
+                "%s: class %d does not match zone class IN" % (where, rclass)
+            )
         if not names.is_subdomain(names.key_of(owner), names.key_of(self.zone_origin)):
-            message = "%s: ignoring out-of-zone data (%s)" % (where, names.to_text(owner))
+            message = "%s: ignoring out-of-zone data (%s)" % (
+                where,
+                names.to_text(owner),
+            )
             self.warnings.append(message)
             log.warning("zone out_of_zone_data %s", message)
             return
@@ -308,7 +313,9 @@ class ParsedZone:
     warnings: tuple[str, ...]
 
 
-def parse_file(path: str | Path, origin: bytes, root_dir: str | Path | None = None) -> ParsedZone:
+def parse_file(
+    path: str | Path, origin: bytes, root_dir: str | Path | None = None
+) -> ParsedZone:
     """Parse a master file for the zone `origin` (wire name).
 
     `root_dir` confines $INCLUDE (default: the file's directory).  Raises

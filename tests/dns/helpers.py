@@ -90,9 +90,4 @@ def ask(
 
 def rrsets_text(section: list[Any]) -> set[str]:
     """A section as a set of one-line records, for order-free comparison."""
-    return {
-        line
-        for rrset in section
-        for line in rrset.to_text().splitlines()
-    }
-
+    return {line for rrset in section for line in rrset.to_text().splitlines()}

@@ -43,7 +43,10 @@ def free_port() -> int:
             udp.bind(("127.0.0.1", 0))
             port = udp.getsockname()[1]
         try:
-            for family, host in [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")]:
+            for family, host in [
+                (socket.AF_INET, "127.0.0.1"),
+                (socket.AF_INET6, "::1"),
+            ]:
                 for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
                     with socket.socket(family, kind) as probe:
                         probe.bind((host, port))

@@ -37,12 +37,19 @@ def records(text: str) -> set[Record]:
             continue
         owner, ttl, rclass, rtype, rest = (line.split(None, 4) + [""])[:5]
         parsed = dns.rdata.from_text(
-            dns.rdataclass.from_text(rclass), dns.rdatatype.from_text(rtype), rest,
+            dns.rdataclass.from_text(rclass),
+            dns.rdatatype.from_text(rtype),
+            rest,
             origin=dns.name.root,
         )
         out.add(
-            (dns.name.from_text(owner).to_text().lower(), int(ttl), rclass, rtype,
-             parsed.to_digestable(dns.name.root))
+            (
+                dns.name.from_text(owner).to_text().lower(),
+                int(ttl),
+                rclass,
+                rtype,
+                parsed.to_digestable(dns.name.root),
+            )
         )
 
     return out
@@ -51,7 +58,10 @@ def records(text: str) -> set[Record]:
 def bind_check(name: str) -> tuple[int, str]:
     result = subprocess.run(
         ["named-checkzone", "-D", "-o", "-", ORIGIN, name],
-        cwd=CORPUS, capture_output=True, text=True, timeout=30,
+        cwd=CORPUS,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     return result.returncode, result.stdout
 

@@ -81,23 +81,48 @@ ptr PTR www
 """
 
 NAMES = [
-    "example.com", "www.example.com", "WwW.ExAmPlE.CoM", "ns1.example.com",
-    "alias.example.com", "chain1.example.com", "dangling.example.com",
-    "a.example.com", "nope.a.example.com", "x.w.example.com",
-    "x.y.w.example.com", "host.w.example.com", "w.example.com",
-    "*.w.example.com", "big.example.com", "nope.example.com",
-    "NoPe.ExAmPlE.cOm", "mail.example.com", "t1.example.com",
-    "t4.example.com", "_sip._tcp.example.com", "svc.example.com",
-    "sub.example.com", "www.sub.example.com", "ns.sub.example.com",
-    "l1.example.com", "out.example.com", "q.c.example.com",
-    "d.e.example.com", "u.example.com", "ptr.example.com",
-    "www.example.org", "com", ".",
+    "example.com",
+    "www.example.com",
+    "WwW.ExAmPlE.CoM",
+    "ns1.example.com",
+    "alias.example.com",
+    "chain1.example.com",
+    "dangling.example.com",
+    "a.example.com",
+    "nope.a.example.com",
+    "x.w.example.com",
+    "x.y.w.example.com",
+    "host.w.example.com",
+    "w.example.com",
+    "*.w.example.com",
+    "big.example.com",
+    "nope.example.com",
+    "NoPe.ExAmPlE.cOm",
+    "mail.example.com",
+    "t1.example.com",
+    "t4.example.com",
+    "_sip._tcp.example.com",
+    "svc.example.com",
+    "sub.example.com",
+    "www.sub.example.com",
+    "ns.sub.example.com",
+    "l1.example.com",
+    "out.example.com",
+    "q.c.example.com",
+    "d.e.example.com",
+    "u.example.com",
+    "ptr.example.com",
+    "www.example.org",
+    "com",
+    ".",
 ]
 TYPES = ["A", "AAAA", "TXT", "MX", "SOA", "NS", "CNAME"]
 
 
 @pytest.fixture(scope="module")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Responder]]:
+def servers(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[int, Responder]]:
     """named on a loopback port and our Responder over the same zone."""
     workdir = tmp_path_factory.mktemp("named")
     zones = workdir / "zones"
@@ -109,7 +134,9 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Res
     conf = named_conf(workdir, port, zones / "example.com.zone")
     proc = subprocess.Popen(
         ["named", "-g", "-n", "1", "-c", str(conf)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         wait_until_up(port, proc)
@@ -132,7 +159,9 @@ def wait_until_up(port: int, proc: subprocess.Popen[str]) -> None:
     raise AssertionError("named did not start")
 
 
-def make(name: str, rdtype: str, variant: str, rdclass: str = "IN") -> tuple[dns.message.Message, str]:
+def make(
+    name: str, rdtype: str, variant: str, rdclass: str = "IN"
+) -> tuple[dns.message.Message, Any]:
     """Build one query; returns it and the transport to use."""
     edns: Any = 0
     kwargs: dict[str, Any] = {}
@@ -150,7 +179,9 @@ def make(name: str, rdtype: str, variant: str, rdclass: str = "IN") -> tuple[dns
         kwargs["options"] = [dns.edns.GenericOption(dns.edns.NSID, b"")]
     elif variant == "ecs":
         kwargs["options"] = [dns.edns.ECSOption("198.51.100.0", 24)]
-    query = dns.message.make_query(name, rdtype, rdclass=rdclass, use_edns=edns, **kwargs)
+    query = dns.message.make_query(
+        name, rdtype, rdclass=rdclass, use_edns=edns, **kwargs
+    )
     query.flags = 0
     if variant == "rd":
         query.flags |= dns.flags.RD
@@ -167,10 +198,30 @@ def make(name: str, rdtype: str, variant: str, rdclass: str = "IN") -> tuple[dns
 def query_list() -> list[tuple[str, str, str, str]]:
     cases = [(n, t, "edns", "IN") for n in NAMES for t in TYPES]
     cases += [(n, "A", "plain", "IN") for n in NAMES]
-    for variant in ("do", "rd", "cd", "tc", "z", "v1", "option", "nsid", "ecs", "small"):
-        cases += [(n, "A", variant, "IN") for n in ("www.example.com", "nope.example.com", "big.example.com")]
-    cases += [("big.example.com", "A", "tcp", "IN"), ("big.example.com", "A", "plain", "IN")]
-    cases += [(n, "ANY", "edns", "IN") for n in ("example.com", "www.example.com", "a.example.com", "nope.example.com")]
+    for variant in (
+        "do",
+        "rd",
+        "cd",
+        "tc",
+        "z",
+        "v1",
+        "option",
+        "nsid",
+        "ecs",
+        "small",
+    ):
+        cases += [
+            (n, "A", variant, "IN")
+            for n in ("www.example.com", "nope.example.com", "big.example.com")
+        ]
+    cases += [
+        ("big.example.com", "A", "tcp", "IN"),
+        ("big.example.com", "A", "plain", "IN"),
+    ]
+    cases += [
+        (n, "ANY", "edns", "IN")
+        for n in ("example.com", "www.example.com", "a.example.com", "nope.example.com")
+    ]
     cases += [
         ("sub.example.com", "DS", "edns", "IN"),
         ("_sip._tcp.example.com", "SRV", "edns", "IN"),
@@ -193,7 +244,15 @@ def query_list() -> list[tuple[str, str, str, str]]:
     return cases
 
 
-FLAG_MASK = dns.flags.QR | dns.flags.AA | dns.flags.TC | dns.flags.RD | dns.flags.RA | dns.flags.CD | dns.flags.AD
+FLAG_MASK = (
+    dns.flags.QR
+    | dns.flags.AA
+    | dns.flags.TC
+    | dns.flags.RD
+    | dns.flags.RA
+    | dns.flags.CD
+    | dns.flags.AD
+)
 IGNORED_OPTIONS = {dns.edns.ECS, dns.edns.COOKIE}
 
 
@@ -207,7 +266,9 @@ def summary(reply: dns.message.Message, any_query: bool) -> dict[str, Any]:
         "flags": reply.flags & FLAG_MASK,
         "edns": reply.edns,
         "options": sorted(
-            (o.otype, o.to_wire()) for o in reply.options if o.otype not in IGNORED_OPTIONS
+            (o.otype, o.to_wire())
+            for o in reply.options
+            if o.otype not in IGNORED_OPTIONS
         ),
         "question": section(reply.question),
     }
@@ -244,9 +305,11 @@ def test_intended_differences_hold_on_our_side(servers: tuple[int, Responder]) -
     CNAMEs, TC replies carry no partial RRset, CH names are answered."""
     _, responder = servers
 
-    def ask(name: str, rdtype: str, variant: str, rdclass: str = "IN") -> dns.message.Message:
+    def ask(
+        name: str, rdtype: str, variant: str, rdclass: str = "IN"
+    ) -> dns.message.Message:
         query, transport = make(name, rdtype, variant, rdclass)
-        raw = responder.respond(query.to_wire(), "127.0.0.1", transport)  # type: ignore[arg-type]
+        raw = responder.respond(query.to_wire(), "127.0.0.1", transport)
         assert raw is not None
         return dns.message.from_wire(raw)
 
@@ -273,8 +336,10 @@ def test_dnsrouter_answers_like_bind(servers: tuple[int, Responder]) -> None:
         if transport == "tcp":
             theirs = dns.query.tcp(query, "127.0.0.1", port=port, timeout=3)
         else:
-            theirs = dns.query.udp(query, "127.0.0.1", port=port, timeout=3, ignore_trailing=True)
-        raw = responder.respond(query.to_wire(), "127.0.0.1", transport)  # type: ignore[arg-type]
+            theirs = dns.query.udp(
+                query, "127.0.0.1", port=port, timeout=3, ignore_trailing=True
+            )
+        raw = responder.respond(query.to_wire(), "127.0.0.1", transport)
         assert raw is not None
         ours = dns.message.from_wire(raw)
         is_any = rdtype == "ANY"

@@ -28,8 +28,14 @@ def parse(reply: bytes | None) -> dns.message.Message:
 # D03 -----------------------------------------------------------------
 
 D03_BADVERS = {
-    "edns1": "d06a00000001000000000001076578616d706c6503636f6d000006000100002904d0000100000000",
-    "edns1_unknown_option": "d06c00000001000000000001076578616d706c6503636f6d000006000100002904d0000100000008fde90004deadbeef",
+    "edns1": (
+        "d06a00000001000000000001076578616d706c6503636f6d0000060001000029"
+        "04d0000100000000"
+    ),
+    "edns1_unknown_option": (
+        "d06c00000001000000000001076578616d706c6503636f6d0000060001000029"
+        "04d0000100000008fde90004deadbeef"
+    ),
 }
 
 
@@ -55,7 +61,10 @@ def test_d03_edns_version_1_gets_badvers_with_question(name: str, warm: bool) ->
 
 def test_d03_unknown_option_is_ignored_and_not_echoed() -> None:
     """D03 3: option 65001 is ignored; normal AA answer; not echoed."""
-    hexq = "d06b00000001000000000001076578616d706c6503636f6d000006000100002904d0000000000008fde90004deadbeef"
+    hexq = (
+        "d06b00000001000000000001076578616d706c6503636f6d0000060001000029"
+        "04d0000000000008fde90004deadbeef"
+    )
 
     reply = parse(ask_bytes(make_responder(), bytes.fromhex(hexq)))
 
@@ -66,7 +75,10 @@ def test_d03_unknown_option_is_ignored_and_not_echoed() -> None:
 
 def test_d03_two_opt_records_are_formerr() -> None:
     """D03 5: two OPT RRs in the additional section give FORMERR."""
-    hexq = "d06d00000001000000000002076578616d706c6503636f6d000006000100002904d000000000000000002904d0000000000000"
+    hexq = (
+        "d06d00000001000000000002076578616d706c6503636f6d0000060001000029"
+        "04d000000000000000002904d0000000000000"
+    )
 
     reply = ask_bytes(make_responder(), bytes.fromhex(hexq))
     assert reply is not None
@@ -78,8 +90,14 @@ def test_d03_two_opt_records_are_formerr() -> None:
 # D04 -----------------------------------------------------------------
 
 BIG_NOEDNS = "d05a0000000100000000000003626967076578616d706c6503636f6d0000010001"
-BIG_1232 = "d05b0000000100000000000103626967076578616d706c6503636f6d000001000100002904d0000000000000"
-BIG_512 = "d05c0000000100000000000103626967076578616d706c6503636f6d00000100010000290200000000000000"
+BIG_1232 = (
+    "d05b0000000100000000000103626967076578616d706c6503636f6d00000100"
+    "0100002904d0000000000000"
+)
+BIG_512 = (
+    "d05c0000000100000000000103626967076578616d706c6503636f6d00000100"
+    "010000290200000000000000"
+)
 
 
 def test_d04_udp_without_edns_is_truncated_to_512_with_tc() -> None:
@@ -156,7 +174,11 @@ def test_d05_mixed_case_cdn_name_routes_like_lower_case() -> None:
     option = dns.edns.ECSOption("198.51.100.0", 24)
     reply = ask(make_responder(), "CdN.eXaMpLe.CoM", "A", use_edns=0, options=[option])
 
-    assert {r.address for r in reply.answer[0]} == {"192.0.2.21", "192.0.2.22", "192.0.2.23"}
+    assert {r.address for r in reply.answer[0]} == {
+        "192.0.2.21",
+        "192.0.2.22",
+        "192.0.2.23",
+    }
     assert str(reply.question[0].name) == "CdN.eXaMpLe.CoM."
 
 
@@ -180,7 +202,9 @@ def test_d05_mixed_case_missing_name_is_nxdomain_with_soa() -> None:
         ("example.com", "AAAA", dns.rcode.NOERROR),
     ],
 )
-def test_d06_negative_answers_carry_aa_and_only_the_soa(name: str, rdtype: str, rcode: int) -> None:
+def test_d06_negative_answers_carry_aa_and_only_the_soa(
+    name: str, rdtype: str, rcode: int
+) -> None:
     """D06: NXDOMAIN/NODATA with AA, empty answer, exactly the SOA with
     TTL min(TTL, MINIMUM) in authority, no NS RRset."""
     reply = ask(make_responder(), name, rdtype)
@@ -217,17 +241,39 @@ D07 = [
     ("a.example.com", "A", dns.rcode.NOERROR, set()),
     ("a.example.com", "TXT", dns.rcode.NOERROR, set()),
     ("nope.a.example.com", "A", dns.rcode.NXDOMAIN, set()),
-    ("x.w.example.com", "A", dns.rcode.NOERROR, {"x.w.example.com. 300 IN A 192.0.2.12"}),
-    ("x.y.w.example.com", "A", dns.rcode.NOERROR, {"x.y.w.example.com. 300 IN A 192.0.2.12"}),
+    (
+        "x.w.example.com",
+        "A",
+        dns.rcode.NOERROR,
+        {"x.w.example.com. 300 IN A 192.0.2.12"},
+    ),
+    (
+        "x.y.w.example.com",
+        "A",
+        dns.rcode.NOERROR,
+        {"x.y.w.example.com. 300 IN A 192.0.2.12"},
+    ),
     ("host.w.example.com", "A", dns.rcode.NOERROR, set()),
-    ("host.w.example.com", "TXT", dns.rcode.NOERROR, {'host.w.example.com. 300 IN TXT "exists"'}),
+    (
+        "host.w.example.com",
+        "TXT",
+        dns.rcode.NOERROR,
+        {'host.w.example.com. 300 IN TXT "exists"'},
+    ),
     ("w.example.com", "A", dns.rcode.NOERROR, set()),
-    ("*.w.example.com", "A", dns.rcode.NOERROR, {"*.w.example.com. 300 IN A 192.0.2.12"}),
+    (
+        "*.w.example.com",
+        "A",
+        dns.rcode.NOERROR,
+        {"*.w.example.com. 300 IN A 192.0.2.12"},
+    ),
 ]
 
 
 @pytest.mark.parametrize("name,rdtype,rcode,answer", D07)
-def test_d07_empty_non_terminals_and_wildcards(name: str, rdtype: str, rcode: int, answer: set[str]) -> None:
+def test_d07_empty_non_terminals_and_wildcards(
+    name: str, rdtype: str, rcode: int, answer: set[str]
+) -> None:
     """D07: ENTs exist (NODATA), wildcards synthesise with owner = QNAME
     only where the name does not exist (RFC 4592)."""
     reply = ask(make_responder(), name, rdtype)
@@ -245,16 +291,26 @@ D09_FORMERR = {
     "b_label_then_loop": "d11b000000010000000000000161c00c00010001",
     "c_pointer_past_end": "d11c00000001000000000000c0ff00010001",
     "d_qdcount_0": "d11d00000000000000000000",
-    "e_qdcount_2": "d11e0000000200000000000003777777076578616d706c6503636f6d00000100010363646e076578616d706c6503636f6d0000010001",
+    "e_qdcount_2": (
+        "d11e0000000200000000000003777777076578616d706c6503636f6d00000100"
+        "010363646e076578616d706c6503636f6d0000010001"
+    ),
     "f_no_qtype": "d11f0000000100000000000003777777076578616d706c6503636f6d00",
     "g_header_only": "d11000000001000000000000",
-    "h_label_64": "d11100000001000000000000406161616161616161616161616161616161616161616161616161616161616161616161616161616161616161616161616161616161616161616161616161616161616161076578616d706c6503636f6d0000010001",
+    "h_label_64": (
+        "d111000000010000000000004061616161616161616161616161616161616161"
+        "6161616161616161616161616161616161616161616161616161616161616161"
+        "6161616161616161616161616161616161076578616d706c6503636f6d000001"
+        "0001"
+    ),
 }
 
 
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
 @pytest.mark.parametrize("case", sorted(D09_FORMERR))
-def test_d09_malformed_queries_get_formerr_with_id_and_no_question(case: str, transport: str) -> None:
+def test_d09_malformed_queries_get_formerr_with_id_and_no_question(
+    case: str, transport: str
+) -> None:
     """D09 a-h: FORMERR, ID copied, QR set, nothing echoed; then a normal
     query is still answered."""
     responder = make_responder()
@@ -297,7 +353,10 @@ def test_d12_txt_records_reach_the_wire_unchanged(tmp_path) -> None:
     )
     responder = make_responder(zones=load_zone_dir(tmp_path))
 
-    for name, hexdata in [("t3", "0c73617920226869223b206f6b"), ("t4", "10763d444d415243313b20703d6e6f6e65")]:
+    for name, hexdata in [
+        ("t3", "0c73617920226869223b206f6b"),
+        ("t4", "10763d444d415243313b20703d6e6f6e65"),
+    ]:
         reply = ask_bytes(
             responder,
             dns.message.make_query(name + ".example.com", "TXT").to_wire(),

@@ -35,8 +35,18 @@ def seeds() -> list[bytes]:
     ecs = dns.edns.ECSOption("198.51.100.0", 24)
     nsid = dns.edns.GenericOption(dns.edns.NSID, b"")
     out = []
-    for name in ("www.example.com", "cdn.example.com", "big.example.com", "x.w.example.com", "nope.example.org"):
-        for kwargs in ({"use_edns": False}, {"use_edns": 0}, {"use_edns": 0, "options": [ecs, nsid]}):
+    for name in (
+        "www.example.com",
+        "cdn.example.com",
+        "big.example.com",
+        "x.w.example.com",
+        "nope.example.org",
+    ):
+        for kwargs in (
+            {"use_edns": False},
+            {"use_edns": 0},
+            {"use_edns": 0, "options": [ecs, nsid]},
+        ):
             out.append(dns.message.make_query(name, "A", **kwargs).to_wire())
     return out
 
@@ -51,14 +61,16 @@ def mutate(rng: random.Random, packet: bytes) -> bytes:
         elif choice == 1 and data:
             data[rng.randrange(len(data))] = rng.randrange(256)
         elif choice == 2:
-            del data[rng.randrange(len(data) + 1):]
+            del data[rng.randrange(len(data) + 1) :]
         elif choice == 3:
             data += rng.randbytes(rng.randint(1, 40))
         elif choice == 4 and len(data) >= 12:
             data[4 + 2 * rng.randrange(4) + 1] = rng.choice([0, 1, 2, 255])
         elif choice == 5 and len(data) > 14:
             pos = rng.randrange(12, len(data) - 1)
-            data[pos : pos + 2] = struct.pack("!H", 0xC000 | rng.randrange(len(data) + 4))
+            data[pos : pos + 2] = struct.pack(
+                "!H", 0xC000 | rng.randrange(len(data) + 4)
+            )
         elif choice == 6 and len(data) > 12:
             data[2] &= 0x7F  # keep it a query so it reaches the parser
     return bytes(data)
@@ -73,7 +85,9 @@ def check_reply(query: bytes, reply: bytes | None, parse: bool) -> None:
         dns.message.from_wire(reply, ignore_trailing=False)
 
 
-def test_fuzzed_packets_never_raise_hang_or_break_the_responder(caplog: pytest.LogCaptureFixture) -> None:
+def test_fuzzed_packets_never_raise_hang_or_break_the_responder(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """100,000 packets: no exception, no slow packet, valid replies; then
     normal queries are answered exactly as before."""
     rng = random.Random(SEED)
@@ -94,7 +108,9 @@ def test_fuzzed_packets_never_raise_hang_or_break_the_responder(caplog: pytest.L
 
     assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
     assert time.monotonic() - started < 120
-    assert {r.address for r in ask(responder, "www.example.com").answer[0]} == {"192.0.2.10"}
+    assert {r.address for r in ask(responder, "www.example.com").answer[0]} == {
+        "192.0.2.10"
+    }
     assert ask(responder, "nope.example.com").rcode() == 3
 
 
@@ -102,7 +118,9 @@ def test_random_tcp_byte_stream_never_breaks_the_protocol() -> None:
     """Random chunks on one TCP connection: framing never raises, and a
     fresh connection is answered afterwards."""
     rng = random.Random(SEED)
-    factory = DnsStreamFactory(ResponderSlot(make_responder()), MemoryReactorClock(), 10.0, 8)
+    factory = DnsStreamFactory(
+        ResponderSlot(make_responder()), MemoryReactorClock(), 10.0, 8
+    )
     peer = IPv4Address("TCP", "192.0.2.1", 40000)
     proto = factory.buildProtocol(peer)
     assert proto is not None

@@ -73,7 +73,10 @@ def test_no_opt_in_reply_to_a_query_without_edns() -> None:
 
 def test_malformed_ecs_is_formerr_with_question_and_opt() -> None:
     """D01 d: /24 with 4 address octets is FORMERR, question and OPT kept."""
-    hexq = "d01d000000010000000000010363646e076578616d706c6503636f6d000001000100002904d000000000000c0008000800011800cb007100"
+    hexq = (
+        "d01d000000010000000000010363646e076578616d706c6503636f6d00000100"
+        "0100002904d000000000000c0008000800011800cb007100"
+    )
 
     reply = dns.message.from_wire(ask_bytes(make_responder(), bytes.fromhex(hexq)))
 
@@ -101,7 +104,9 @@ def test_whoami_name_answers_router_text_with_ttl_zero() -> None:
     """The whoami debug name shows what the router says about the client."""
     reply = ask(make_responder(), "whoami.example.com", "TXT")
 
-    assert rrsets_text(reply.answer) == {'whoami.example.com. 0 IN TXT "resolver 192.0.2.1"'}
+    assert rrsets_text(reply.answer) == {
+        'whoami.example.com. 0 IN TXT "resolver 192.0.2.1"'
+    }
 
 
 def test_reply_flags_copy_rd_and_cd_and_drop_tc_z_ad() -> None:
@@ -136,7 +141,9 @@ def test_unknown_opcodes_get_notimp_without_forbidden_flags(opcode: int) -> None
 
 def test_unknown_qtype_is_nodata_and_do_bit_is_echoed_without_signatures() -> None:
     """Unknown types are NODATA, never an error; DO answers normally."""
-    reply = ask(make_responder(), "www.example.com", "TYPE65000", use_edns=0, want_dnssec=True)
+    reply = ask(
+        make_responder(), "www.example.com", "TYPE65000", use_edns=0, want_dnssec=True
+    )
 
     assert reply.rcode() == dns.rcode.NOERROR and reply.answer == []
     assert reply.ednsflags & dns.flags.DO
@@ -162,7 +169,9 @@ def test_delegation_gives_referral_with_glue_and_no_aa(tmp_path: Path) -> None:
     reply = ask(make_responder(zones=zones), "www.sub.example.net", "A")
 
     assert reply.rcode() == dns.rcode.NOERROR and not reply.flags & dns.flags.AA
-    assert rrsets_text(reply.authority) == {"sub.example.net. 300 IN NS ns.sub.example.net."}
+    assert rrsets_text(reply.authority) == {
+        "sub.example.net. 300 IN NS ns.sub.example.net."
+    }
     assert rrsets_text(reply.additional) == {"ns.sub.example.net. 300 IN A 192.0.2.77"}
 
 
@@ -191,7 +200,9 @@ def test_cname_to_a_foreign_name_stops_at_the_cname(tmp_path: Path) -> None:
     reply = ask(make_responder(zones=zones), "out.example.net", "A")
 
     assert reply.rcode() == dns.rcode.NOERROR and reply.flags & dns.flags.AA
-    assert rrsets_text(reply.answer) == {"out.example.net. 300 IN CNAME www.example.org."}
+    assert rrsets_text(reply.answer) == {
+        "out.example.net. 300 IN CNAME www.example.org."
+    }
 
 
 def test_axfr_is_refused() -> None:
@@ -199,7 +210,9 @@ def test_axfr_is_refused() -> None:
     assert ask(make_responder(), "example.com", "AXFR").rcode() == dns.rcode.REFUSED
 
 
-def test_unexpected_error_is_servfail_not_an_exception(caplog: pytest.LogCaptureFixture) -> None:
+def test_unexpected_error_is_servfail_not_an_exception(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """A bug in routing is logged with its traceback and answered SERVFAIL."""
 
     class Broken(FakeRouter):

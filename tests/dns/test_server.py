@@ -4,6 +4,7 @@ RFC 7766 framing, pipelining, idle timeout and the connection cap."""
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 import dns.message
 from twisted.internet.address import IPv4Address
@@ -45,7 +46,7 @@ def unframe(stream: bytes) -> list[dns.message.Message]:
     return out
 
 
-def connect(factory: DnsStreamFactory) -> tuple[object, StringTransport]:
+def connect(factory: DnsStreamFactory) -> tuple[Any, StringTransport]:
     proto = factory.buildProtocol(PEER)
     assert proto is not None
     transport = StringTransport(peerAddress=PEER)
@@ -65,7 +66,7 @@ def test_udp_reply_goes_back_to_the_sender_and_drops_are_silent() -> None:
     proto.datagramReceived(query("www.example.com", 7), ("192.0.2.1", 5353))
     proto.datagramReceived(b"\x00\x01\x80" + b"\x00" * 9, ("192.0.2.1", 5353))
 
-    (reply, addr), = proto.transport.sent  # type: ignore[attr-defined]
+    ((reply, addr),) = proto.transport.sent
     assert addr == ("192.0.2.1", 5353) and dns.message.from_wire(reply).id == 7
 
 
@@ -77,7 +78,7 @@ def test_tcp_pipelined_queries_split_anywhere_all_get_framed_replies() -> None:
     stream = framed(query("big.example.com", 1)) + framed(query("www.example.com", 2))
 
     for start in range(0, len(stream), 7):
-        proto.dataReceived(stream[start : start + 7])  # type: ignore[attr-defined]
+        proto.dataReceived(stream[start : start + 7])
 
     replies = unframe(transport.value())
     assert [r.id for r in replies] == [1, 2]
@@ -91,7 +92,7 @@ def test_tcp_idle_connection_is_closed_after_the_timeout() -> None:
     proto, transport = connect(make_factory(reactor))
 
     reactor.advance(9)
-    proto.dataReceived(framed(query("www.example.com", 3)))  # type: ignore[attr-defined]
+    proto.dataReceived(framed(query("www.example.com", 3)))
     reactor.advance(9)
     assert not transport.disconnecting
     reactor.advance(1.5)
@@ -107,7 +108,7 @@ def test_tcp_connection_cap_refuses_extra_connections_until_one_closes() -> None
     connect(factory)
 
     assert factory.buildProtocol(PEER) is None
-    first.connectionLost(None)  # type: ignore[attr-defined]
+    first.connectionLost(None)
     assert factory.buildProtocol(PEER) is not None
 
 
@@ -117,8 +118,8 @@ def test_tcp_zero_length_and_garbage_frames_do_not_break_the_stream() -> None:
     reactor = MemoryReactorClock()
     proto, transport = connect(make_factory(reactor))
 
-    proto.dataReceived(b"\x00\x00" + framed(b"\x12\x34" + b"\x00" * 4 + b"\xff" * 8))  # type: ignore[attr-defined]
-    proto.dataReceived(framed(query("www.example.com", 9)))  # type: ignore[attr-defined]
+    proto.dataReceived(b"\x00\x00" + framed(b"\x12\x34" + b"\x00" * 4 + b"\xff" * 8))
+    proto.dataReceived(framed(query("www.example.com", 9)))
 
     stream = transport.value()
     (length,) = struct.unpack_from("!H", stream)

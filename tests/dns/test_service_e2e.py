@@ -50,7 +50,9 @@ health_url = "http://127.0.0.1:9/healthz"
 def dig(port: int, *args: str, server: str = "127.0.0.1") -> str:
     result = subprocess.run(
         ["dig", "@" + server, "-p", str(port), "+norec", "+time=2", "+tries=1", *args],
-        capture_output=True, text=True, timeout=10,
+        capture_output=True,
+        text=True,
+        timeout=10,
     )
     return result.stdout
 
@@ -59,12 +61,21 @@ def start(tmp_path: Path, workers: int = 1) -> tuple[subprocess.Popen[str], int]
     port = free_port()
     shutil.copytree(ZONES, tmp_path / "zones", dirs_exist_ok=True)
     (tmp_path / "router.toml").write_text(
-        CONFIG.format(port=port, workers=workers, geoip=REPO / "geodata" / "test-city.mmdb")
+        CONFIG.format(
+            port=port, workers=workers, geoip=REPO / "geodata" / "test-city.mmdb"
+        )
     )
     proc = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from dnsrouter import service; "
-         "sys.exit(service.run(sys.argv[1]))", str(tmp_path / "router.toml")],
-        stderr=subprocess.PIPE, text=True, cwd=REPO,
+        [
+            sys.executable,
+            "-c",
+            "import sys; from dnsrouter import service; "
+            "sys.exit(service.run(sys.argv[1]))",
+            str(tmp_path / "router.toml"),
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
     )
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -72,7 +83,8 @@ def start(tmp_path: Path, workers: int = 1) -> tuple[subprocess.Popen[str], int]
             return proc, port
         time.sleep(0.1)
     proc.kill()
-    raise AssertionError("router did not come up: %s" % proc.stderr.read())  # type: ignore[union-attr]
+    stderr = proc.stderr.read() if proc.stderr else ""
+    raise AssertionError("router did not come up: %s" % stderr)
 
 
 @pytest.fixture
@@ -143,9 +155,17 @@ def test_bad_config_exits_2_with_message(tmp_path: Path) -> None:
     (tmp_path / "router.toml").write_text("[server]\nlisten = 5\n")
 
     result = subprocess.run(
-        [sys.executable, "-c", "import sys; from dnsrouter import service; "
-         "sys.exit(service.run(sys.argv[1]))", str(tmp_path / "router.toml")],
-        capture_output=True, text=True, cwd=REPO, timeout=20,
+        [
+            sys.executable,
+            "-c",
+            "import sys; from dnsrouter import service; "
+            "sys.exit(service.run(sys.argv[1]))",
+            str(tmp_path / "router.toml"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=20,
     )
 
     assert result.returncode == 2 and "router.toml" in result.stderr

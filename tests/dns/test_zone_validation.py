@@ -24,12 +24,23 @@ def load(tmp_path: Path, text: str) -> None:
         (HEAD + "x CNAME y\nx A 192.0.2.1\n", ":5: CNAME and other data"),
         (HEAD + "@ CNAME y\n", ":5: CNAME and other data"),
         (HEAD + "x CNAME a\nx CNAME b\n", ":6: multiple RRs of singleton type CNAME"),
-        ("$TTL 300\n@ NS ns1\nns1 A 192.0.2.53\n", ":1: zone example.net has no SOA record"),
-        ("$TTL 300\n@ SOA ns1 h 1 2 3 4 300\nns1 A 192.0.2.53\n", ":1: zone example.net has no NS records"),
-        ("$TTL 300\n@ SOA ns1 h 1 2 3 4 300\n@ NS ns1\n", ":3: NS 'ns1.example.net' has no address records"),
+        (
+            "$TTL 300\n@ NS ns1\nns1 A 192.0.2.53\n",
+            ":1: zone example.net has no SOA record",
+        ),
+        (
+            "$TTL 300\n@ SOA ns1 h 1 2 3 4 300\nns1 A 192.0.2.53\n",
+            ":1: zone example.net has no NS records",
+        ),
+        (
+            "$TTL 300\n@ SOA ns1 h 1 2 3 4 300\n@ NS ns1\n",
+            ":3: NS 'ns1.example.net' has no address records",
+        ),
     ],
 )
-def test_zone_errors_are_reported_with_file_and_line(tmp_path: Path, text: str, message: str) -> None:
+def test_zone_errors_are_reported_with_file_and_line(
+    tmp_path: Path, text: str, message: str
+) -> None:
     """Each problem BIND rejects is a ZoneError naming file and line."""
     with pytest.raises(ZoneError) as info:
         load(tmp_path, text)

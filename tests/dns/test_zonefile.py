@@ -38,7 +38,10 @@ D12_CASES = [
     ('t5 IN TXT "first" "second"', "056669727374067365636f6e64"),
     ('t6 IN TXT ( "part1"\n    "part2" )', "057061727431057061727432"),
     ('t7 IN TXT "caf\\195\\169"', "05636166c3a9"),
-    ('t8 IN TXT "%s" "%s"' % ("a" * 255, "b" * 45), "ff" + "61" * 255 + "2d" + "62" * 45),
+    (
+        't8 IN TXT "%s" "%s"' % ("a" * 255, "b" * 45),
+        "ff" + "61" * 255 + "2d" + "62" * 45,
+    ),
 ]
 
 
@@ -96,7 +99,10 @@ def test_escaped_dot_and_decimal_escape_in_names(tmp_path: Path) -> None:
 
 def test_origin_directive_and_absolute_names(tmp_path: Path) -> None:
     """$ORIGIN changes where relative names end; absolute names stay."""
-    records = parse(tmp_path, "$ORIGIN sub.example.com.\nx A 192.0.2.1\ny.example.com. A 192.0.2.2\n")
+    records = parse(
+        tmp_path,
+        "$ORIGIN sub.example.com.\nx A 192.0.2.1\ny.example.com. A 192.0.2.2\n",
+    )
 
     assert names.to_text(records[-2].name) == "x.sub.example.com."
     assert names.to_text(records[-1].name) == "y.example.com."
@@ -125,15 +131,30 @@ def test_include_outside_zone_directory_is_refused(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("line", "hexdata"),
     [
-        ("_sip._tcp SRV 10 20 5060 sip.example.com.", "000a001413c403736970076578616d706c6503636f6d00"),
-        ('@ CAA 0 issue "ca.example.net"', "0005697373756563612e6578616d706c652e6e6574"),
+        (
+            "_sip._tcp SRV 10 20 5060 sip.example.com.",
+            "000a001413c403736970076578616d706c6503636f6d00",
+        ),
+        (
+            '@ CAA 0 issue "ca.example.net"',
+            "0005697373756563612e6578616d706c652e6e6574",
+        ),
         ("m MX 10 mail", "000a046d61696c076578616d706c6503636f6d00"),
         ("s SSHFP 1 1 ABCDEF", "0101abcdef"),
         ("_443._tcp TLSA 3 1 1 ( AB CD )", "030101abcd"),
         ("u TYPE65280 \\# 3 ABCDEF", "abcdef"),
         ("u2 A \\# 4 C0000201", "c0000201"),
-        ('n NAPTR 100 10 "S" "SIP+D2U" "" _sip._udp', "0064000a0153075349502b44325500045f736970045f756470076578616d706c6503636f6d00"),
-        ('h HTTPS 1 . alpn="h2,h3" port=443', "00010000010006026832026833" "0003000201bb"),
+        (
+            'n NAPTR 100 10 "S" "SIP+D2U" "" _sip._udp',
+            (
+                "0064000a0153075349502b44325500045f736970045f756470076578616d706c"
+                "6503636f6d00"
+            ),
+        ),
+        (
+            'h HTTPS 1 . alpn="h2,h3" port=443',
+            "00010000010006026832026833" "0003000201bb",
+        ),
     ],
 )
 def test_record_types_encode_to_wire(tmp_path: Path, line: str, hexdata: str) -> None:
@@ -157,7 +178,9 @@ def test_record_types_encode_to_wire(tmp_path: Path, line: str, hexdata: str) ->
         ("x IN TYPE99 \\# 3 ABCD\n", "length"),
     ],
 )
-def test_syntax_errors_name_file_line_and_reason(tmp_path: Path, body: str, reason: str) -> None:
+def test_syntax_errors_name_file_line_and_reason(
+    tmp_path: Path, body: str, reason: str
+) -> None:
     """Every syntax error is `file:line: reason` at the offending line."""
     with pytest.raises(ZoneError) as info:
         parse(tmp_path, body)
