@@ -21,10 +21,13 @@ Headers = CIMultiDict[str] | CIMultiDictProxy[str]
 HEURISTIC_STATUSES = frozenset(
     {200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414, 501}
 )
-# Final statuses this cache understands well enough to store (RFC 9111
-# §3: "the response status code is final and understood"). 206 is left
-# out because fills always fetch whole objects.
-STORABLE_STATUSES = HEURISTIC_STATUSES - {206} | {302, 307}
+# Statuses this cache understands (RFC 9111 §5.2.2.3): with
+# must-understand, only these are stored. Any other final status may be
+# stored when its headers allow (RFC 9111 §3 asks for understanding only
+# of 206 and 304); 206 and 304 never are, because fills always fetch
+# whole, unconditional objects.
+UNDERSTOOD_STATUSES = HEURISTIC_STATUSES - {206} | {302, 303, 307}
+NEVER_STORED_STATUSES = frozenset({206, 304})
 # RFC 9111 §4.2.2 suggests 10% of the time since Last-Modified; a day's
 # cap keeps an object untouched for years from living for a month.
 HEURISTIC_FRACTION = 0.1
@@ -37,9 +40,11 @@ STALE_IF_ERROR_STATUSES = frozenset({500, 502, 503, 504})
 
 # RFC 9111 §3.2: stored fields a 304 must not overwrite; hop-by-hop
 # fields (RFC 9110 §7.6.1) never reach storage in the first place.
+# They are the fields that describe the stored bytes themselves: their
+# length, coding, range, digest and validator.
 NOT_UPDATED_BY_304 = frozenset(
     {"content-length", "content-encoding", "transfer-encoding",
-     "content-range", "age"}
+     "content-range", "content-md5", "etag", "age"}
 )
 
 
@@ -197,10 +202,12 @@ def is_storable(
     Policy beyond the RFC: responses carrying Set-Cookie are not stored,
     so one client's cookie is never replayed to another.
     """
-    if method != "GET" or status not in STORABLE_STATUSES:
+    if method != "GET" or status < 200 or status in NEVER_STORED_STATUSES:
         return False
     request_cc = parse_cache_control(request_headers.getall("Cache-Control", ()))
     cc = parse_cache_control(response_headers.getall("Cache-Control", ()))
+    if "must-understand" in cc and status not in UNDERSTOOD_STATUSES:
+        return False
     if "no-store" in cc or "no-store" in request_cc:
         return False
     # §5.2.2.7: private with field names would allow storing the rest;
@@ -236,12 +243,21 @@ def current_age(
     return corrected_initial_age + resident_time
 
 
-def parse_age(value: str | None) -> float:
-    """Return an Age header's seconds; absent or invalid counts as 0."""
-    if value is None or not value.strip().isdigit():
-        return 0.0
+def parse_age(lines: list[str]) -> float:
+    """Return the seconds of the Age field lines (RFC 9111 §5.1).
 
-    return float(min(int(value.strip()), DELTA_MAX))
+    Absent is 0. Age is a single delta-seconds, so anything else (a
+    list, several lines, a sign, a fraction, parameters) is invalid and
+    counts as the largest age: an unknown age must not make a response
+    look fresh.
+    """
+    if not lines:
+        return 0.0
+    value = lines[0].strip()
+    if len(lines) != 1 or not value.isdigit() or not value.isascii():
+        return float(DELTA_MAX)
+
+    return float(min(int(value), DELTA_MAX))
 
 
 def get_vary_fields(headers: Headers) -> tuple[str, ...]:

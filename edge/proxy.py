@@ -252,7 +252,11 @@ class Proxy:
             self.fills.forget(fill)
             fill.finish(FillState.DONE)
             return None
-        if self._start_stream(ask, fill, reply, request_time, response_time):
+        is_covered_error = reply.status in freshness.STALE_IF_ERROR_STATUSES \
+            and self._may_serve_on_error(stale)
+        if not is_covered_error and self._start_stream(
+            ask, fill, reply, request_time, response_time
+        ):
             return None
         self.fills.forget(fill)
         fill.finish(FillState.UNSHARED)
@@ -309,7 +313,7 @@ class Proxy:
             request_time=request_time,
             response_time=response_time,
             date_value=date_value,
-            age_value=freshness.parse_age(reply.headers.get("Age")),
+            age_value=freshness.parse_age(reply.headers.getall("Age", [])),
         )
 
         return await self.storage.update(stale, meta)
@@ -446,7 +450,7 @@ def build_meta(
         request_time=request_time,
         response_time=response_time,
         date_value=date_value,
-        age_value=freshness.parse_age(reply.headers.get("Age")),
+        age_value=freshness.parse_age(reply.headers.getall("Age", [])),
         length=0,
         body_file=new_body_file(name),
         negative_ttl=ask.site.negative_ttl,

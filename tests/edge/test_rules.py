@@ -70,13 +70,30 @@ def test_storable_for_a_shared_cache(
     ) is storable
 
 
-def test_heads_and_partial_or_error_statuses_are_not_stored() -> None:
-    """Only whole GET replies with understood statuses are stored."""
+def test_statuses_and_methods_that_are_stored() -> None:
+    """Whole GET replies of any final status may be stored when their
+    headers allow; not HEAD, 206 or 304, nor an unknown status with
+    must-understand (RFC 9111 §3, §5.2.2.3)."""
     ok = _h(Cache_Control="max-age=60")
+    strict = _h(Cache_Control="max-age=60, must-understand")
 
     assert not freshness.is_storable("HEAD", 200, _h(), ok)
     assert not freshness.is_storable("GET", 206, _h(), ok)
-    assert not freshness.is_storable("GET", 503, _h(), ok)
+    assert not freshness.is_storable("GET", 304, _h(), ok)
+    assert freshness.is_storable("GET", 503, _h(), ok)
+    assert freshness.is_storable("GET", 404, _h(), strict)
+    assert not freshness.is_storable("GET", 599, _h(), strict)
+
+
+@pytest.mark.parametrize("lines, age", [
+    ([], 0), (["15"], 15), (["0", "0"], freshness.DELTA_MAX),
+    (["abc"], freshness.DELTA_MAX), (["-7200"], freshness.DELTA_MAX),
+    (["7200.0"], freshness.DELTA_MAX), (["0, 0"], freshness.DELTA_MAX),
+    (["7200;foo=bar"], freshness.DELTA_MAX), (["99999999999"], freshness.DELTA_MAX),
+])
+def test_age_field_parsing(lines: list[str], age: float) -> None:
+    """Age is one delta-seconds; an invalid one counts as very old."""
+    assert freshness.parse_age(lines) == age
 
 
 def test_vary_values_normalise_and_tell_absent_from_empty() -> None:
@@ -93,7 +110,8 @@ def test_vary_values_normalise_and_tell_absent_from_empty() -> None:
 def test_merge_304_keeps_framing_and_coding() -> None:
     """§3.2: a 304 updates fields but not Content-Length/Encoding."""
     stored = (("Content-Encoding", "gzip"), ("X-Build", "1"), ("ETag", '"v1"'))
-    update = _h(Content_Length="0", X_Build="2", Cache_Control="max-age=60")
+    update = _h(Content_Length="0", X_Build="2", Cache_Control="max-age=60",
+                ETag='"v2"')
 
     merged = dict(freshness.merge_304(stored, update))
 
