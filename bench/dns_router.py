@@ -268,6 +268,53 @@ def run_python_load(
     return received / seconds, 0.0
 
 
+def start_servers(
+    work: Path, workers: int
+) -> tuple[list[subprocess.Popen[bytes]], dict[str, int]]:
+    """Start dnsrouter, named (if installed) and the dnslib reference."""
+    procs: list[subprocess.Popen[bytes]] = []
+    router, router_port = start_router(work, workers)
+    procs.append(router)
+    servers = {"dnsrouter": router_port}
+    named = start_named(work)
+    if named is not None:
+        procs.append(named[0])
+        servers["named (BIND)"] = named[1]
+    reference, reference_port = start_dnslib(work)
+    procs.append(reference)
+    servers["twisted+dnslib"] = reference_port
+
+    return procs, servers
+
+
+def report_ratios(
+    results: dict[tuple[str, str], tuple[float, float]], servers: dict[str, int]
+) -> None:
+    print()
+    for mix in MIXES:
+        ours = results[(mix, "dnsrouter")][0]
+        ratios = ", ".join(
+            "%.2fx %s" % (ours / results[(mix, s)][0], s)
+            for s in servers
+            if s != "dnsrouter" and results[(mix, s)][0]
+        )
+        print("%-22s dnsrouter = %s" % (mix, ratios))
+    print(
+        "(named answers cdn.example.com NXDOMAIN: it has no such name; the "
+        "dnslib reference answers it from a fixed record)"
+    )
+
+
+def stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=6.0)
@@ -287,17 +334,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="dns-bench-"))
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        router, router_port = start_router(work, args.workers)
-        procs.append(router)
-        servers = {"dnsrouter": router_port}
-        named = start_named(work)
-        if named is not None:
-            procs.append(named[0])
-            servers["named (BIND)"] = named[1]
-        reference, reference_port = start_dnslib(work)
-        procs.append(reference)
-        servers["twisted+dnslib"] = reference_port
-
+        procs, servers = start_servers(work, args.workers)
         results: dict[tuple[str, str], tuple[float, float]] = {}
         print("%-22s %-16s %12s %7s" % ("mix", "server", "answers/s", "lost%"))
         for mix, (lines, option) in MIXES.items():
@@ -305,28 +342,9 @@ def main() -> int:
                 qps, lost = load(port, lines, option, args.seconds, work)
                 results[(mix, server)] = (qps, lost)
                 print("%-22s %-16s %12.0f %7.2f" % (mix, server, qps, lost))
-
-        print()
-        for mix in MIXES:
-            ours = results[(mix, "dnsrouter")][0]
-            ratios = ", ".join(
-                "%.2fx %s" % (ours / results[(mix, s)][0], s)
-                for s in servers
-                if s != "dnsrouter" and results[(mix, s)][0]
-            )
-            print("%-22s dnsrouter = %s" % (mix, ratios))
-        print(
-            "(named answers cdn.example.com NXDOMAIN: it has no such name; the "
-            "dnslib reference answers it from a fixed record)"
-        )
+        report_ratios(results, servers)
     finally:
-        for proc in procs:
-            proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop(procs)
         shutil.rmtree(work, ignore_errors=True)
 
     return 0

@@ -83,13 +83,7 @@ def serve(config_path: str, reuse_port: bool, reactor: Any = None) -> int:
         reactor = default_reactor
     from dnsrouter.config import load_config
     from dnsrouter.routing import Router
-    from dnsrouter.server import (
-        DnsDatagramProtocol,
-        DnsStreamFactory,
-        ListenSpec,
-        ResponderSlot,
-        listen,
-    )
+    from dnsrouter.server import ResponderSlot
 
     try:
         config = load_config(config_path)
@@ -100,21 +94,8 @@ def serve(config_path: str, reuse_port: bool, reactor: Any = None) -> int:
         return EXIT_CONFIG
     state = _State(config, router, slot)
 
-    tcp = DnsStreamFactory(
-        slot, reactor, config.tcp_idle_timeout, config.tcp_max_connections
-    )
     try:
-        for host, port in config.listen:
-            # A datagram protocol serves one port only; the factory many.
-            udp = DnsDatagramProtocol(slot)
-            spec = ListenSpec(host, port, reuse_port)
-            udp_port: Any = listen(reactor, spec, udp, tcp)[0]
-            log.info(
-                "listen address=%s port=%d pid=%d",
-                host,
-                udp_port.getHost().port,
-                os.getpid(),
-            )
+        _listen_all(reactor, config, slot, reuse_port)
     except Exception as exc:  # CannotListenError or OSError
         print("cannot listen: %r" % exc, file=sys.stderr)
         return EXIT_FAILURE
@@ -128,6 +109,31 @@ def serve(config_path: str, reuse_port: bool, reactor: Any = None) -> int:
     reactor.run()
 
     return EXIT_OK
+
+
+def _listen_all(reactor: Any, config: Any, slot: Any, reuse_port: bool) -> None:
+    """UDP and TCP on every configured address; raises when one fails."""
+    from dnsrouter.server import (
+        DnsDatagramProtocol,
+        DnsStreamFactory,
+        ListenSpec,
+        listen,
+    )
+
+    tcp = DnsStreamFactory(
+        slot, reactor, config.tcp_idle_timeout, config.tcp_max_connections
+    )
+    for host, port in config.listen:
+        # A datagram protocol serves one port only; the factory many.
+        udp = DnsDatagramProtocol(slot)
+        spec = ListenSpec(host, port, reuse_port)
+        udp_port: Any = listen(reactor, spec, udp, tcp)[0]
+        log.info(
+            "listen address=%s port=%d pid=%d",
+            host,
+            udp_port.getHost().port,
+            os.getpid(),
+        )
 
 
 def _stop_router(state: _State) -> None:
@@ -179,55 +185,66 @@ def reload(state: _State, config_path: str) -> bool:
 
 def _supervise(config_path: str, workers: int) -> int:
     """Fork `workers` serving processes and keep them running."""
-    children: dict[int, float] = {}
-    stopping = False
+    supervisor = _Supervisor(config_path)
+    for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, supervisor.forward)
+    for _ in range(workers):
+        supervisor.start_worker()
 
-    def start_worker() -> None:
+    return supervisor.wait()
+
+
+class _Supervisor:
+    """The parent of the worker processes: starts, signals, restarts."""
+
+    def __init__(self, config_path: str) -> None:
+        self.config_path = config_path
+        self.children: dict[int, float] = {}
+        self.stopping = False
+        self.status = EXIT_OK
+
+    def start_worker(self) -> None:
         pid = os.fork()
         if pid == 0:
             code = EXIT_FAILURE
             try:
-                signal.signal(signal.SIGHUP, signal.SIG_DFL)
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                signal.signal(signal.SIGINT, signal.SIG_DFL)
-                code = serve(config_path, reuse_port=True)
+                for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+                    signal.signal(signum, signal.SIG_DFL)
+                code = serve(self.config_path, reuse_port=True)
             finally:
                 os._exit(code)
-        children[pid] = time.monotonic()
+        self.children[pid] = time.monotonic()
         log.info("worker started pid=%d", pid)
 
-    def forward(signum: int, _frame: Any) -> None:
-        nonlocal stopping
+    def forward(self, signum: int, _frame: Any) -> None:
+        """Pass a signal on to every worker; TERM and INT mean stopping."""
         if signum in (signal.SIGTERM, signal.SIGINT):
-            stopping = True
-        for pid in list(children):
+            self.stopping = True
+        for pid in list(self.children):
             try:
                 os.kill(pid, signum)
             except ProcessLookupError:
                 pass
 
-    for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, forward)
-    for _ in range(workers):
-        start_worker()
+    def wait(self) -> int:
+        """Reap workers until all are gone; restart the ones that die."""
+        while self.children:
+            try:
+                pid, code = os.wait()
+            except ChildProcessError:
+                break
+            started = self.children.pop(pid, time.monotonic())
+            if not self.stopping:
+                self.replace(pid, code, started)
 
-    status = EXIT_OK
-    while children:
-        try:
-            pid, code = os.wait()
-        except ChildProcessError:
-            break
-        except InterruptedError:
-            continue
-        started = children.pop(pid, time.monotonic())
-        if stopping:
-            continue
+        return self.status
+
+    def replace(self, pid: int, code: int, started: float) -> None:
         log.error("worker died pid=%d status=%d", pid, code)
         if os.waitstatus_to_exitcode(code) == EXIT_CONFIG:
-            status = EXIT_CONFIG
-            forward(signal.SIGTERM, None)
-            continue
+            # The config went bad under us: restarting cannot help.
+            self.status = EXIT_CONFIG
+            self.forward(signal.SIGTERM, None)
+            return
         time.sleep(max(0.0, RESTART_INTERVAL - (time.monotonic() - started)))
-        start_worker()
-
-    return status
+        self.start_worker()

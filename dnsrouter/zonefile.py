@@ -60,71 +60,64 @@ class Entry:
 def scan(text: str, filename: str) -> Iterator[Entry]:
     """Split master-file text into entries (RFC 1035 section 5.1).
 
-    Raises ZoneError for unbalanced parentheses or quotes.
+    An entry is one line, or several joined by parentheses.  Raises
+    ZoneError for unbalanced parentheses or quotes.
+    """
+    pending: list[Token] = []
+    depth = 0
+    start = 1
+    blank_owner = False
+    for number, line in enumerate(text.split("\n"), 1):
+        if depth == 0:
+            start, blank_owner = number, line[:1] in (" ", "\t")
+        tokens, depth = _tokenize(line, depth, filename, number)
+        pending.extend(tokens)
+        if depth == 0 and pending:
+            yield Entry(start, blank_owner, pending)
+            pending = []
+
+    if depth:
+        raise ZoneError("%s:%d: unbalanced parentheses" % (filename, start))
+
+
+def _tokenize(
+    line: str, depth: int, filename: str, number: int
+) -> tuple[list[Token], int]:
+    """The tokens of one physical line and the parenthesis depth after it.
+
+    Escapes stay in the token text; a `;` outside quotes ends the line.
     """
     tokens: list[Token] = []
     current: list[str] = []
-    depth = 0
-    line = start = 1
-    blank_owner = False
-    at_line_start = True
     pos = 0
-    size = len(text)
-
-    def flush() -> None:
-        if current:
+    while pos < len(line):
+        char = line[pos]
+        if char in ' \t\r();"' and current:
             tokens.append(Token("".join(current), False))
-            current.clear()
-
-    while pos < size:
-        char = text[pos]
-        if at_line_start and depth == 0 and not tokens and not current:
-            start = line
-            blank_owner = char in " \t"
-        at_line_start = False
-        if char == "\n":
-            flush()
-            line += 1
-            at_line_start = True
-            if depth == 0 and tokens:
-                yield Entry(start, blank_owner, tokens)
-                tokens = []
-            pos += 1
-        elif char in " \t\r":
-            flush()
-            pos += 1
-        elif char == ";":
-            flush()
-            end = text.find("\n", pos)
-            pos = size if end < 0 else end
-        elif char == "\\":
-            current.append(text[pos : pos + 2])
-            if pos + 1 < size and text[pos + 1] == "\n":
-                line += 1
-            pos += 2
-        elif char == '"':
-            flush()
-            pos, quoted = _quoted(text, pos + 1, filename, line)
+            current = []
+        if char == ";":
+            break
+        if char == '"':
+            pos, quoted = _quoted(line, pos + 1, filename, number)
             tokens.append(Token(quoted, True))
-        elif char == "(":
-            flush()
+            continue
+        if char == "\\":
+            current.append(line[pos : pos + 2])
+            pos += 2
+            continue
+        if char == "(":
             depth += 1
-            pos += 1
         elif char == ")":
-            flush()
             if depth == 0:
-                raise ZoneError("%s:%d: unbalanced parentheses" % (filename, line))
+                raise ZoneError("%s:%d: unbalanced parentheses" % (filename, number))
             depth -= 1
-            pos += 1
-        else:
+        elif char not in " \t\r":
             current.append(char)
-            pos += 1
+        pos += 1
+    if current:
+        tokens.append(Token("".join(current), False))
 
-    flush()
-    if depth:
-        raise ZoneError("%s:%d: unbalanced parentheses" % (filename, start))
-    if tokens:
-        yield Entry(start, blank_owner, tokens)
+    return tokens, depth
 
 
 def _quoted(text: str, pos: int, filename: str, line: int) -> tuple[int, str]:

@@ -172,7 +172,8 @@ def test_bad_config_exits_2_with_message(tmp_path: Path) -> None:
 
 
 def test_two_workers_share_the_port_and_stop_together(tmp_path: Path) -> None:
-    """workers = 2: both processes answer on one port; SIGTERM stops all."""
+    """workers = 2: both answer on one port; a killed worker is replaced;
+    SIGTERM stops all."""
     proc, port = start(tmp_path, workers=2)
     try:
         for _ in range(10):
@@ -181,6 +182,18 @@ def test_two_workers_share_the_port_and_stop_together(tmp_path: Path) -> None:
             ["pgrep", "-P", str(proc.pid)], capture_output=True, text=True
         ).stdout.split()
         assert len(children) == 2
+        os.kill(int(children[0]), signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while True:
+            now = subprocess.run(
+                ["pgrep", "-P", str(proc.pid)], capture_output=True, text=True
+            ).stdout.split()
+            if len(now) == 2 and children[0] not in now:
+                break
+            assert time.monotonic() < deadline, "killed worker not replaced"
+            time.sleep(0.1)
+        children = now
+        assert "192.0.2.10" in dig(port, "www.example.com", "+short")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 0
         for child in children:
