@@ -25,6 +25,7 @@ from edge.metrics import Metrics
 from edge.origin import OriginClient
 from edge.proxy import Ask, Proxy, request_cache_control
 from edge.storage import Entry, Storage
+from edge.upstream import Upstreams, has_passed_an_edge
 
 log = logging.getLogger("edge.app")
 access_log = logging.getLogger("edge.access")
@@ -62,7 +63,9 @@ class Edge:
         self.origin = OriginClient(server.name, server.connect_timeout,
                                    server.read_timeout)
         self.metrics = Metrics()
-        self.proxy = Proxy(self.storage, self.origin, self.metrics, clock)
+        own = (f"http://{server.host}:{server.port}",)
+        self.proxy = Proxy(self.storage, self.origin, self.metrics, clock,
+                           Upstreams(server.parents, own))
         self._sites = {name: site for site in config.sites
                        for name in site.names}
         self._default_ports = {"80", "443", str(server.port)}
@@ -250,6 +253,7 @@ class Edge:
             headers=request.headers,
             remote=request.remote,
             cc=request_cache_control(request.headers),
+            from_edge=has_passed_an_edge(request.headers.getall("CDN-Loop", [])),
         )
         if ask.method in ("GET", "HEAD"):
             return await self.proxy.lookup(request, ask)

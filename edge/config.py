@@ -67,6 +67,9 @@ class ServerConfig:
     max_header_lines: int = DEFAULT_MAX_HEADER_LINES
     max_body_mb: float = 64
     access_log: bool = True
+    # Parent edges (a shield tier) that misses are fetched through, as
+    # base URLs; empty means straight to each site's origin.
+    parents: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,6 +181,12 @@ def _parse_server(path: str, base: str, table: dict[str, Any]) -> ServerConfig:
         admin_token=_get(path, table, "server", "admin_token", str, ""),
         health_path=health_path,
         access_log=_get(path, table, "server", "access_log", bool, True),
+        parents=tuple(
+            _check_base_url(path, f"server.parents[{index}]", url)
+            for index, url in enumerate(
+                _get(path, table, "server", "parents", list, [])
+            )
+        ),
         **values,
     )
 
@@ -202,6 +211,21 @@ def parse_listen(path: str, text: str) -> tuple[str, int]:
         raise ConfigError(path, key, f"port out of range: {port}")
 
     return host, port
+
+
+def _check_base_url(path: str, key: str, url: object) -> str:
+    """Return an http(s) base URL without its trailing slash."""
+    if not isinstance(url, str):
+        raise ConfigError(path, key, f"expected a URL string, got {url!r}")
+    url = url.rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(path, key,
+                          f"expected http:// or https:// URL, got {url!r}")
+    if parts.path or parts.query:
+        raise ConfigError(path, key, "must not have a path")
+
+    return url
 
 
 _SITE_KEYS = {"hostname", "aliases", "origin", "sort_query", "negative_ttl"}
@@ -232,15 +256,8 @@ def _parse_site(path: str, prefix: str, table: dict[str, Any]) -> SiteConfig:
     aliases = _get(path, table, prefix, "aliases", list, [])
     if not all(isinstance(a, str) and a for a in aliases):
         raise ConfigError(path, f"{prefix}.aliases", "expected host names")
-    origin = _get(path, table, prefix, "origin", str).rstrip("/")
-    parts = urlsplit(origin)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(
-            path, f"{prefix}.origin",
-            f"expected http:// or https:// URL, got {origin!r}",
-        )
-    if parts.path or parts.query:
-        raise ConfigError(path, f"{prefix}.origin", "must not have a path")
+    origin = _check_base_url(path, f"{prefix}.origin",
+                             _get(path, table, prefix, "origin", str))
     negative_ttl = _get(path, table, prefix, "negative_ttl", float, 0.0)
     if negative_ttl < 0:
         raise ConfigError(path, f"{prefix}.negative_ttl", "must not be negative")

@@ -34,6 +34,8 @@ access_log = logging.getLogger("edge.access")
 ALLOWED_FIELDS = frozenset({
     b"host", b"user-agent", b"accept", b"accept-encoding",
     b"accept-language", b"connection", b"referer",
+    # Added by child edges; they only describe the path of the request.
+    b"via", b"x-forwarded-for", b"cdn-loop",
 })
 # A request head this long without its end goes the general way, whose
 # parser applies the configured limits.

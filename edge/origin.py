@@ -27,6 +27,7 @@ from edge.errors import (
     OriginTimeoutError,
     OriginUnreachableError,
 )
+from edge.upstream import CDN_TOKEN
 
 log = logging.getLogger("edge.origin")
 
@@ -146,6 +147,7 @@ class OriginClient:
         self, via_name: str, connect_timeout: float, read_timeout: float
     ) -> None:
         self.via = f"1.1 {via_name}"
+        self.cdn_loop = f"{CDN_TOKEN}; edge={via_name}"
         self._timeout = aiohttp.ClientTimeout(
             total=None, connect=connect_timeout, sock_read=read_timeout
         )
@@ -181,6 +183,9 @@ class OriginClient:
         if peer:
             forwarded = headers.popall("X-Forwarded-For", [])
             headers["X-Forwarded-For"] = ", ".join([*forwarded, peer])
+        # RFC 8586: mark the request as relayed by this CDN (loop guard).
+        loop = headers.popall("CDN-Loop", [])
+        headers["CDN-Loop"] = ", ".join([*loop, self.cdn_loop])
 
         return headers
 

@@ -28,6 +28,7 @@ from edge.httpdate import format_http_date, parse_http_date
 from edge.metrics import Metrics
 from edge.origin import OriginClient, OriginResponse, end_to_end
 from edge.storage import Entry, ObjectMeta, Storage, new_body_file
+from edge.upstream import Upstreams
 
 log = logging.getLogger("edge.proxy")
 
@@ -54,6 +55,8 @@ class Ask:
     headers: CIMultiDictProxy[str]
     remote: str | None
     cc: dict[str, str | None]
+    # The request came through another of our edges (CDN-Loop).
+    from_edge: bool = False
 
     @property
     def is_authorized(self) -> bool:
@@ -80,9 +83,11 @@ class Proxy:
         origin: OriginClient,
         metrics: Metrics,
         clock: Callable[[], float] = time.time,
+        upstreams: Upstreams | None = None,
     ) -> None:
         self.storage = storage
         self.origin = origin
+        self.upstreams = upstreams or Upstreams(())
         self.metrics = metrics
         self.fills = FillRegistry()
         self.clock = clock
@@ -234,11 +239,7 @@ class Proxy:
             _add_validators(headers, stale)
         request_time = self.clock()
         try:
-            started = time.monotonic()
-            reply = await self.origin.request(
-                "GET", ask.site.origin, ask.target, headers
-            )
-            self.metrics.observe_origin(time.monotonic() - started)
+            reply = await self._ask_upstream(ask, headers)
         except OriginError as exc:
             self.fills.forget(fill)
             fill.finish(FillState.FAILED, exc)
@@ -262,6 +263,27 @@ class Proxy:
         fill.finish(FillState.UNSHARED)
 
         return reply
+
+    async def _ask_upstream(
+        self, ask: Ask, headers: CIMultiDict[str]
+    ) -> OriginResponse:
+        """GET from the key's parents in order, then from the origin."""
+        candidates = self.upstreams.candidates(ask.site, ask.primary,
+                                               ask.from_edge)
+        for base in candidates:
+            started = time.monotonic()
+            try:
+                reply = await self.origin.request("GET", base, ask.target,
+                                                  headers)
+            except OriginError as exc:
+                if base == ask.site.origin:
+                    raise
+                log.warning("parent failed parent=%s error=%s", base, exc)
+                self.upstreams.mark_down(base)
+                continue
+            self.metrics.observe_origin(time.monotonic() - started)
+            return reply
+        raise AssertionError("the origin is always the last candidate")
 
     def _start_stream(
         self, ask: Ask, fill: Fill, reply: OriginResponse,

@@ -1,0 +1,105 @@
+"""A shield tier: children fetch misses through parents chosen by
+rendezvous hashing; a failed parent hands its share on; no loops."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+import pytest
+
+from edge.app import Edge
+from edge.config import SiteConfig
+from edge.upstream import Upstreams, has_passed_an_edge
+from tests.edge.conftest import EdgeUnderTest, FakeClock, Origin, make_config
+
+Factory = Callable[..., Awaitable[EdgeUnderTest]]
+
+
+@pytest.fixture
+async def make_edge(tmp_path: Any, clock: FakeClock) -> AsyncIterator[Factory]:
+    started: list[EdgeUnderTest] = []
+
+    async def factory(name: str, origin_url: str,
+                      parents: tuple[str, ...] = ()) -> EdgeUnderTest:
+        config = make_config(origin_url, str(tmp_path / name), name=name)
+        config = dataclasses.replace(config, server=dataclasses.replace(
+            config.server, parents=parents))
+        under_test = EdgeUnderTest(Edge(config, clock=clock), clock)
+        await under_test.start()
+        started.append(under_test)
+        return under_test
+
+    yield factory
+    # Children first, so parents have no idle client connections left.
+    for under_test in reversed(started):
+        await under_test.stop()
+
+
+async def test_three_edge_chain_fetches_each_object_from_origin_once(
+    origin: Origin, make_edge: Factory
+) -> None:
+    """Two children behind one parent: one origin request per object."""
+    for n in range(5):
+        origin.static(f"/o{n}", f"object {n}", Cache_Control="max-age=600")
+    parent = await make_edge("parent", origin.url)
+    children = [await make_edge(f"child{i}", origin.url, (parent.url,))
+                for i in range(2)]
+
+    replies = [await child.get(f"/o{n}") for child in children
+               for n in range(5)]
+
+    assert [r.body for r in replies] == [f"object {n}".encode()
+                                         for _ in range(2) for n in range(5)]
+    assert all(origin.count(f"/o{n}") == 1 for n in range(5))
+    assert "pycdn; edge=child0" in origin.seen[0].headers["CDN-Loop"]
+
+
+async def test_a_dead_parent_moves_its_share_then_the_origin_serves(
+    origin: Origin, make_edge: Factory
+) -> None:
+    """With its parent down a child fetches from the origin itself."""
+    origin.static("/x", "x", Cache_Control="max-age=600")
+    parent = await make_edge("parent", origin.url)
+    child = await make_edge("child", origin.url, (parent.url,))
+    await parent.edge.close()
+
+    reply = await child.get("/x")
+
+    assert reply.status == 200 and reply.body == b"x"
+    assert origin.count("/x") == 1
+
+
+async def test_parents_never_relay_to_another_parent(
+    origin: Origin, make_edge: Factory
+) -> None:
+    """A misconfigured cycle (each edge the other's parent) still ends at
+    the origin after one hop."""
+    origin.static("/loop", "l", Cache_Control="max-age=600")
+    first = await make_edge("first", origin.url)
+    second = await make_edge("second", origin.url, (first.url,))
+    first.edge.proxy.upstreams = Upstreams((second.url,))
+
+    reply = await second.get("/loop")
+
+    assert reply.status == 200
+    assert origin.count("/loop") == 1
+    assert origin.seen[0].headers["Via"] == "1.1 second, 1.1 first"
+
+
+def test_rendezvous_choice_is_stable_and_spreads_keys() -> None:
+    """Every child ranks parents alike per key; keys spread over parents;
+    removing one parent only moves its own keys."""
+    site = SiteConfig("s", (), "http://192.0.2.1")
+    three = Upstreams(("http://a", "http://b", "http://c"))
+    two = Upstreams(("http://a", "http://b"))
+    keys = [f"s /k{n}" for n in range(300)]
+
+    first = {k: three.candidates(site, k, False)[0] for k in keys}
+    after = {k: two.candidates(site, k, False)[0] for k in keys}
+
+    assert len(set(first.values())) == 3
+    assert all(after[k] == first[k] for k in keys if first[k] != "http://c")
+    assert three.candidates(site, "s /k1", True) == ["http://192.0.2.1"]
+    assert has_passed_an_edge(["foo, pycdn; edge=x"])
+    assert not has_passed_an_edge(["othercdn"])
