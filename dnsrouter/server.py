@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet import protocol
-from twisted.internet.interfaces import IAddress, IListeningPort
+from twisted.internet.interfaces import IAddress, IListeningPort, IPushProducer
+from zope.interface import implementer
 
 from dnsrouter.responder import Responder
 
@@ -55,8 +56,14 @@ class DnsDatagramProtocol(protocol.DatagramProtocol):
                 log.debug("udp send_failed peer=%s error=%s", addr[0], exc)
 
 
+@implementer(IPushProducer)
 class DnsStreamProtocol(protocol.Protocol):
-    """One TCP connection: length-framed queries, answered in order."""
+    """One TCP connection: length-framed queries, answered in order.
+
+    The protocol registers itself as the producer of its replies: when a
+    client stops reading and the transport's buffer fills, Twisted pauses
+    us and we stop reading its queries, so memory stays bounded.
+    """
 
     transport: Any
 
@@ -69,6 +76,7 @@ class DnsStreamProtocol(protocol.Protocol):
     def connectionMade(self) -> None:
         self.peer = _host(self.transport.getPeer())
         self.factory.active += 1
+        self.transport.registerProducer(self, True)
         self.timer = self.factory.reactor.callLater(
             self.factory.idle_timeout, self._idle
         )
@@ -87,6 +95,15 @@ class DnsStreamProtocol(protocol.Protocol):
             reply = responder.respond(message, self.peer, "tcp")
             if reply is not None:
                 self.transport.write(struct.pack("!H", len(reply)) + reply)
+
+    def pauseProducing(self) -> None:
+        self.transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self.transport.resumeProducing()
+
+    def stopProducing(self) -> None:
+        self.transport.loseConnection()
 
     def _idle(self) -> None:
         self.timer = None

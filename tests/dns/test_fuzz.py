@@ -26,7 +26,8 @@ from tests.dns.helpers import ask, make_responder
 
 PACKETS = 100_000
 SEED = 20241204
-# Generous per-packet bound: a reply takes microseconds; anything near
+# Generous per-packet bound on CPU time (not wall time, which other load
+# on the machine stretches): a reply takes microseconds; anything near
 # this means a loop.
 MAX_PACKET_SECONDS = 0.1
 
@@ -101,9 +102,9 @@ def test_fuzzed_packets_never_raise_hang_or_break_the_responder(
             packet = rng.randbytes(rng.randint(0, 80))
         else:
             packet = mutate(rng, rng.choice(corpus))
-        before = time.perf_counter()
+        before = time.thread_time()
         reply = responder.respond(packet, "192.0.2.1", "udp" if index % 2 else "tcp")
-        assert time.perf_counter() - before < MAX_PACKET_SECONDS, packet.hex()
+        assert time.thread_time() - before < MAX_PACKET_SECONDS, packet.hex()
         check_reply(packet, reply, parse=index % 10 == 0)
 
     assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []

@@ -125,3 +125,15 @@ def test_tcp_zero_length_and_garbage_frames_do_not_break_the_stream() -> None:
     (length,) = struct.unpack_from("!H", stream)
     assert stream[2:4] == b"\x12\x34" and stream[5] & 0x0F == 1
     assert unframe(stream[2 + length :])[0].id == 9
+
+
+def test_tcp_reader_that_stops_reading_pauses_query_intake() -> None:
+    """Backpressure: when the transport's buffer is full Twisted pauses the
+    protocol, which stops reading the socket until it drains."""
+    proto, transport = connect(make_factory(MemoryReactorClock()))
+
+    assert transport.producer is proto
+    proto.pauseProducing()
+    assert transport.producerState == "paused"
+    proto.resumeProducing()
+    assert transport.producerState == "producing"
