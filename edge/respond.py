@@ -160,8 +160,12 @@ async def stream(
         log.warning("body ended early path=%s error=%s", request.path, exc)
         abort(request)
         return response
-    except (ConnectionError, asyncio.CancelledError):
+    except ConnectionError:
+        # A client hanging up is routine, not an error (debug level).
         log.debug("client hung up path=%s", request.path)
+        abort(request)
+        return response
+    except asyncio.CancelledError:
         abort(request)
         raise
     finally:

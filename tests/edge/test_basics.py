@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+from typing import Any
 
 from tests.edge.conftest import EdgeUnderTest, Origin, raw_exchange
 
@@ -126,3 +128,20 @@ async def test_no_store_is_never_written(
     assert origin.count("/ns") == 2
     objects = os.path.join(str(tmp_path), "cache", "objects")
     assert [f for _, _, files in os.walk(objects) for f in files] == []
+
+
+async def test_access_log_line_names_the_cache_status(
+    edge: EdgeUnderTest, origin: Origin, caplog: Any
+) -> None:
+    """Each request logs one line with status and X-Cache, on both the
+    general path and the hit fast path."""
+    origin.static("/l", "l", Cache_Control="max-age=60")
+    caplog.set_level(logging.INFO, logger="edge.access")
+
+    await edge.get("/l")
+    await edge.get("/l")
+
+    lines = [r.getMessage() for r in caplog.records if r.name == "edge.access"]
+    assert len(lines) == 2
+    assert '"GET /l" 200 MISS' in lines[0]
+    assert '"GET /l" 200 HIT' in lines[1]
