@@ -315,7 +315,14 @@ class Proxy:
         fill.vary_fields = meta.vary_fields
         fill.vary_values = meta.vary_values
         fill.start_stream(reply, headers, fd, temp)
-        self.fills.spawn(fill.copy_body(reply, self.storage, meta, fd, temp))
+
+        async def copy() -> None:
+            try:
+                await fill.copy_body(reply, self.storage, meta, fd, temp)
+            finally:
+                self.fills.forget(fill)
+
+        self.fills.spawn(copy())
 
         return True
 

@@ -231,3 +231,15 @@ async def test_h08_client_abort_neither_cancels_nor_corrupts_the_fill(
     assert hashlib.sha256(c.body).hexdigest() == digest
     assert origin.count("/large.bin") == 1
     assert os.listdir(tmp_path / "cache" / "tmp") == []
+
+
+async def test_finished_fills_leave_the_registry(
+    edge: EdgeUnderTest, origin: Origin
+) -> None:
+    """Fills are forgotten once settled, so the in-flight gauge and the
+    registry do not grow with every key ever fetched."""
+    for n in range(5):
+        origin.static(f"/k{n}", "k", Cache_Control="max-age=60")
+        await edge.get(f"/k{n}")
+
+    assert len(edge.edge.proxy.fills) == 0
