@@ -6,10 +6,11 @@
 // cache-tests.fyi reports; 157 of them are "required" for a shared
 // cache) through the cache at BASE_URL, e.g. http://localhost:8080, and
 // writes one record per test to OUTPUT_JSON:
-//   {"id", "suite", "kind", "name", "outcome", "passed", "message"}
+//   {"id", "uuid", "suite", "kind", "name", "outcome", "passed", "message"}
 // where outcome is the test's own result: "pass", "fail" (assertion),
 // "setup" (a setup check failed, so the behaviour under test was never
-// reached) or "retry". "passed" is what cache-tests.fyi counts: the test
+// reached) or "retry"; uuid is the path segment of the test's URLs, to
+// find its requests in the cache's logs. "passed" is what cache-tests.fyi counts: the test
 // passed and so did every test it depends on, transitively; a cache
 // that stores nothing passes 90 required tests on their own, but only
 // 47 counted this way.
@@ -20,6 +21,9 @@
 // Each request is bounded by CONFORMANCE_FETCH_TIMEOUT_MS (10 s by
 // default, well above the suite's longest 3 s pause) so a cache that
 // never answers fails its tests instead of hanging the run.
+// CONFORMANCE_ONLY, a comma-separated list of test ids, runs and reports
+// only those tests (to re-run suspected regressions); "passed" then
+// ignores dependencies that did not run.
 
 import fs from 'fs'
 import http from 'http'
@@ -27,6 +31,7 @@ import process from 'process'
 
 import fetch from 'node-fetch'
 import { runTests, getResults } from 'http-cache-tests/client/runner.mjs'
+import { testUUIDs } from 'http-cache-tests/client/test.mjs'
 import suites from 'http-cache-tests/tests/index.mjs'
 
 const [baseUrl, outputPath] = process.argv.slice(2)
@@ -53,6 +58,15 @@ function pinnedLookup (hostname, options, callback) {
 
 const agent = new http.Agent({ lookup: pinnedLookup })
 
+const only = new Set(
+  (process.env.CONFORMANCE_ONLY || '').split(',').filter(id => id !== ''))
+const selected = only.size === 0
+  ? suites
+  : suites.map(suite => ({
+    ...suite,
+    tests: suite.tests.filter(test => only.has(test.id))
+  }))
+
 function boundedFetch (url, init) {
   if (!url.startsWith(baseUrl)) {
     return Promise.reject(new Error(`unexpected URL ${url}`))
@@ -72,25 +86,27 @@ function outcomeOf (result) {
 
 function countsAsPassed (byId, id) {
   const test = byId.get(id)
-  if (test === undefined || !test.ownPass) return false
+  if (test === undefined) return only.size > 0
+  if (!test.ownPass) return false
   return (test.depends_on || []).every(dep => countsAsPassed(byId, dep))
 }
 
 function records (results) {
   const byId = new Map()
-  for (const suite of suites) {
+  for (const suite of selected) {
     for (const test of suite.tests) {
       const ownPass = results[test.id] === true
       byId.set(test.id, { depends_on: test.depends_on, ownPass })
     }
   }
   const rows = []
-  for (const suite of suites) {
+  for (const suite of selected) {
     for (const test of suite.tests) {
       if (test.browser_only === true) continue
       const [outcome, message] = outcomeOf(results[test.id])
       rows.push({
         id: test.id,
+        uuid: testUUIDs[test.id] || '',
         suite: suite.id,
         kind: test.kind || 'required',
         name: test.name,
@@ -103,7 +119,7 @@ function records (results) {
   return rows
 }
 
-runTests(suites, boundedFetch, false, baseUrl)
+runTests(selected, boundedFetch, false, baseUrl)
   .then(() => {
     const rows = records(getResults())
     fs.writeFileSync(outputPath, JSON.stringify(rows, null, 1) + '\n')
