@@ -115,6 +115,23 @@ def test_suite_origin_listens_on_loopback_only(tmp_path: Path) -> None:
 
 
 @pytest.mark.e2e
+def test_gate_catches_a_cache_that_stores_nothing(tmp_path: Path) -> None:
+    """With no cache in front of the origin, baseline passes regress."""
+    _, baseline = results.read_results(harness.BASELINE_PATH)
+    reuse_tests = ["freshness-max-age", "freshness-s-maxage-shared",
+                   "freshness-max-age-0"]
+
+    _, records = harness.run_suite("direct", tmp_path, only=reuse_tests)
+    regressions = results.find_regressions(
+        [r for r in baseline if r.id in reuse_tests], records
+    )
+
+    assert sorted(before.id for before, _ in regressions) == [
+        "freshness-max-age", "freshness-s-maxage-shared"
+    ]
+
+
+@pytest.mark.e2e
 def test_edge_passes_every_conformance_test_the_baseline_passes(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
