@@ -268,27 +268,44 @@ def run_python_load(
     return received / seconds, 0.0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process and of its children now
+    running (the router's workers), from /proc."""
+    total = 0.0
+    children = subprocess.run(
+        ["pgrep", "-P", str(pid)], capture_output=True, text=True
+    ).stdout.split()
+    for each in [str(pid)] + children:
+        try:
+            fields = Path("/proc/%s/stat" % each).read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    return total
+
+
 def start_servers(
     work: Path, workers: int
-) -> tuple[list[subprocess.Popen[bytes]], dict[str, int]]:
+) -> tuple[list[subprocess.Popen[bytes]], dict[str, tuple[int, int]]]:
     """Start dnsrouter, named (if installed) and the dnslib reference."""
-    procs: list[subprocess.Popen[bytes]] = []
     router, router_port = start_router(work, workers)
-    procs.append(router)
-    servers = {"dnsrouter": router_port}
+    procs = [router]
+    servers = {"dnsrouter": (router_port, router.pid)}
     named = start_named(work)
     if named is not None:
         procs.append(named[0])
-        servers["named (BIND)"] = named[1]
+        servers["named (BIND)"] = (named[1], named[0].pid)
     reference, reference_port = start_dnslib(work)
     procs.append(reference)
-    servers["twisted+dnslib"] = reference_port
+    servers["twisted+dnslib"] = (reference_port, reference.pid)
 
     return procs, servers
 
 
 def report_ratios(
-    results: dict[tuple[str, str], tuple[float, float]], servers: dict[str, int]
+    results: dict[tuple[str, str], tuple[float, float]],
+    servers: dict[str, tuple[int, int]],
 ) -> None:
     print()
     for mix in MIXES:
@@ -336,12 +353,21 @@ def main() -> int:
     try:
         procs, servers = start_servers(work, args.workers)
         results: dict[tuple[str, str], tuple[float, float]] = {}
-        print("%-22s %-16s %12s %7s" % ("mix", "server", "answers/s", "lost%"))
+        print(
+            "%-22s %-16s %12s %7s %14s"
+            % ("mix", "server", "answers/s", "lost%", "server CPU/ans")
+        )
         for mix, (lines, option) in MIXES.items():
-            for server, port in servers.items():
+            for server, (port, pid) in servers.items():
+                before = cpu_seconds(pid)
                 qps, lost = load(port, lines, option, args.seconds, work)
+                used = cpu_seconds(pid) - before
                 results[(mix, server)] = (qps, lost)
-                print("%-22s %-16s %12.0f %7.2f" % (mix, server, qps, lost))
+                per_answer = used / max(qps * args.seconds, 1) * 1e6
+                print(
+                    "%-22s %-16s %12.0f %7.2f %11.1f us"
+                    % (mix, server, qps, lost, per_answer)
+                )
         report_ratios(results, servers)
     finally:
         stop(procs)
