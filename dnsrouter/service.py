@@ -39,6 +39,9 @@ def run(config_path: str) -> int:
     Blocks in the reactor.
     """
     _setup_logging()
+    # A SIGHUP before the reload handler exists must not kill the process;
+    # the config is read fresh at start anyway.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     from dnsrouter.config import load_config
     from dnsrouter.zone import load_zone_dir
 
@@ -208,8 +211,9 @@ class _Supervisor:
         if pid == 0:
             code = EXIT_FAILURE
             try:
-                for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
-                    signal.signal(signum, signal.SIG_DFL)
+                signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until serving
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
                 code = serve(self.config_path, reuse_port=True)
             finally:
                 os._exit(code)
@@ -247,4 +251,5 @@ class _Supervisor:
             self.forward(signal.SIGTERM, None)
             return
         time.sleep(max(0.0, RESTART_INTERVAL - (time.monotonic() - started)))
-        self.start_worker()
+        if not self.stopping:  # a SIGTERM may have come during the pause
+            self.start_worker()

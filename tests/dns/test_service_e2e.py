@@ -123,7 +123,8 @@ def test_cdn_name_is_answered_from_the_router(router) -> None:
 
 
 def test_sighup_applies_a_good_zone_and_keeps_old_on_a_bad_one(router) -> None:
-    """SIGHUP reloads atomically: a broken zone leaves the old one serving."""
+    """SIGHUP reloads atomically: a broken zone or config leaves the old
+    state serving."""
     proc, port, tmp_path = router
     zone = tmp_path / "zones" / "example.com.zone"
 
@@ -137,8 +138,13 @@ def test_sighup_applies_a_good_zone_and_keeps_old_on_a_bad_one(router) -> None:
     zone.write_text(zone.read_text() + "bad IN CNAME x\nbad IN A 192.0.2.1\n")
     proc.send_signal(signal.SIGHUP)
     time.sleep(0.5)
-
     assert dig(port, "new.example.com", "+short").split() == ["192.0.2.99"]
+
+    (tmp_path / "router.toml").write_text("[server]\nlisten = 5\n")
+    proc.send_signal(signal.SIGHUP)
+    time.sleep(0.5)
+    assert dig(port, "new.example.com", "+short").split() == ["192.0.2.99"]
+    assert proc.poll() is None
 
 
 def test_sigterm_stops_cleanly(router) -> None:
@@ -173,7 +179,7 @@ def test_bad_config_exits_2_with_message(tmp_path: Path) -> None:
 
 def test_two_workers_share_the_port_and_stop_together(tmp_path: Path) -> None:
     """workers = 2: both answer on one port; a killed worker is replaced;
-    SIGTERM stops all."""
+    SIGHUP reloads every worker; SIGTERM stops all."""
     proc, port = start(tmp_path, workers=2)
     try:
         for _ in range(10):
@@ -194,6 +200,18 @@ def test_two_workers_share_the_port_and_stop_together(tmp_path: Path) -> None:
             time.sleep(0.1)
         children = now
         assert "192.0.2.10" in dig(port, "www.example.com", "+short")
+
+        zone = tmp_path / "zones" / "example.com.zone"
+        zone.write_text(zone.read_text() + "new IN A 192.0.2.99\n")
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while not all(
+            dig(port, "new.example.com", "+short").split() == ["192.0.2.99"]
+            for _ in range(10)
+        ):
+            assert time.monotonic() < deadline, "a worker did not reload"
+            time.sleep(0.2)
+
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 0
         for child in children:
