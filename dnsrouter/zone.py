@@ -26,8 +26,9 @@ from dnsrouter.zonefile import Record
 
 log = logging.getLogger("dnsrouter.zone")
 
-NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED = 0, 1, 2, 3, 4, 5
+NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED, YXDOMAIN = range(7)
 DS = 43
+DNAME = 39
 
 # A CNAME chain longer than this is cut short; BIND stops at 16 too.
 MAX_CNAME_CHAIN = 16
@@ -71,9 +72,11 @@ class Zone:
     source: str = ""
     warnings: tuple[str, ...] = ()
     key: bytes = field(init=False)
+    dnames: frozenset[bytes] = field(init=False)
 
     def __post_init__(self) -> None:
         self.key = names.key_of(self.origin)
+        self.dnames = frozenset(k for k, n in self.nodes.items() if DNAME in n)
 
     @property
     def soa(self) -> RRset:
@@ -104,6 +107,21 @@ class Zone:
                 if qtype == DS and index == len(chain) - 1:
                     return None
                 return ancestor
+
+        return None
+
+    def find_dname(self, key: bytes) -> bytes | None:
+        """The DNAME owner strictly above `key`, at or below the apex.
+
+        A DNAME redirects the descendants of its owner, not the owner
+        itself (RFC 6672 section 2.3).
+        """
+        if not self.dnames:
+            return None
+        while len(key) > len(self.key):
+            key = key[1 + key[0] :]
+            if key in self.dnames:
+                return key
 
         return None
 
@@ -144,7 +162,7 @@ def _answer_any(node: dict[int, RRset]) -> list[RRset]:
 class _Step:
     """One name looked up inside one zone."""
 
-    kind: str  # "answer", "cname", "nodata", "nxdomain", "referral"
+    kind: str  # answer, cname, dname, nodata, nxdomain, referral, yxdomain
     rrsets: tuple[RRset, ...] = ()
     glue: tuple[RRset, ...] = ()
 
@@ -156,6 +174,9 @@ def _lookup(zone: Zone, qname: bytes, qtype: int) -> _Step:
     if cut is not None:
         ns = zone.nodes[cut][rdata.NS]
         return _Step("referral", (ns,), zone.addresses_for(ns, cut))
+    owner = zone.find_dname(key)
+    if owner is not None:
+        return _dname_step(zone.nodes[owner][DNAME], qname, len(owner), qtype)
 
     node = zone.nodes.get(key)
     owner = qname
@@ -168,6 +189,18 @@ def _lookup(zone: Zone, qname: bytes, qtype: int) -> _Step:
             return _Step("nxdomain")
 
     return _node_step(node, owner, qtype)
+
+
+def _dname_step(dname: RRset, qname: bytes, owner_length: int, qtype: int) -> _Step:
+    """RFC 6672 section 3.1: the DNAME and a CNAME synthesised from it,
+    or YXDOMAIN when the new name would be over 255 octets.  For a CNAME
+    question the synthesised CNAME is the answer and is not followed."""
+    target = qname[: len(qname) - owner_length] + dname.rdatas[0]
+    if len(target) > names.MAX_NAME:
+        return _Step("yxdomain", (dname,))
+    cname = RRset(qname, rdata.CNAME, dname.ttl, (target,))
+
+    return _Step("answer" if qtype == rdata.CNAME else "dname", (dname, cname))
 
 
 def _node_step(node: dict[int, RRset], owner: bytes, qtype: int) -> _Step:
@@ -202,53 +235,70 @@ class ZoneSet:
     def resolve(self, qname: bytes, qtype: int) -> Resolution:
         """Answer one IN-class question authoritatively.
 
-        Follows CNAMEs through our zones, each name at most once; a name
-        in no zone yields REFUSED.  Never raises for any wire name.
+        Follows CNAMEs (and DNAMEs) through our zones, each name at most
+        once; a name in no zone yields REFUSED.  Never raises for any
+        wire name.
         """
         zone = self.find_zone(names.key_of(qname))
         if zone is None:
             return REFUSAL
 
         answer: list[RRset] = []
+        step, zone = self._chase(zone, qname, qtype, answer)
+
+        return _finish(step, zone, qtype, answer)
+
+    def _chase(
+        self, zone: Zone, qname: bytes, qtype: int, answer: list[RRset]
+    ) -> tuple[_Step | None, Zone]:
+        """Look names up along the alias chain, adding aliases to `answer`.
+
+        Returns the last step and its zone, or None when the chain leaves
+        our zones, comes back to a name already seen or grows too long.
+        """
         seen = set()
-        first = True
         while True:
             step = _lookup(zone, qname, qtype)
-            if step.kind == "referral":
-                return Resolution(
-                    NOERROR, not first, tuple(answer), step.rrsets, step.glue
-                )
-            if step.kind != "cname":
-                break
+            if step.kind not in ("cname", "dname"):
+                return step, zone
             answer.extend(step.rrsets)
             seen.add(names.key_of(qname))
-            qname = step.rrsets[0].rdatas[0]
-            next_zone = self.find_zone(names.key_of(qname))
-            if (
-                next_zone is None
-                or names.key_of(qname) in seen
-                or len(seen) >= MAX_CNAME_CHAIN
-            ):
-                return Resolution(NOERROR, True, tuple(answer))
+            qname = step.rrsets[-1].rdatas[0]
+            key = names.key_of(qname)
+            next_zone = self.find_zone(key)
+            if next_zone is None or key in seen or len(seen) >= MAX_CNAME_CHAIN:
+                return None, zone
             zone = next_zone
-            first = False
 
-        if step.kind == "answer":
-            additional: tuple[RRset, ...] = ()
-            if qtype == rdata.NS:
-                # Addresses of the zone's own name servers, as BIND adds
-                # even with minimal responses.
-                additional = zone.addresses_for(step.rrsets[0])
-            answer.extend(step.rrsets)
-            return Resolution(NOERROR, True, tuple(answer), (), additional)
-        rcode = NXDOMAIN if step.kind == "nxdomain" else NOERROR
-        soa = zone.negative_soa()
-        if qtype == rdata.SOA and rcode == NXDOMAIN:
-            # BIND sends TTL 0 here so the negative SOA is not cached in
-            # place of the real one.
-            soa = replace(soa, ttl=0)
 
-        return Resolution(rcode, True, tuple(answer), (soa,))
+def _finish(
+    step: _Step | None, zone: Zone, qtype: int, answer: list[RRset]
+) -> Resolution:
+    """Turn the last lookup step into RCODE, AA and sections."""
+    if step is None:
+        return Resolution(NOERROR, True, tuple(answer))
+    if step.kind == "referral":
+        # Authoritative only for the aliases that led here, if any.
+        return Resolution(NOERROR, bool(answer), tuple(answer), step.rrsets, step.glue)
+    answer.extend(step.rrsets)
+    if step.kind == "yxdomain":
+        return Resolution(YXDOMAIN, True, tuple(answer))
+    if step.kind == "answer":
+        additional: tuple[RRset, ...] = ()
+        if qtype == rdata.NS:
+            # Addresses of the zone's own name servers, as BIND adds even
+            # with minimal responses.
+            additional = zone.addresses_for(step.rrsets[0])
+        return Resolution(NOERROR, True, tuple(answer), (), additional)
+
+    rcode = NXDOMAIN if step.kind == "nxdomain" else NOERROR
+    soa = zone.negative_soa()
+    if qtype == rdata.SOA and rcode == NXDOMAIN:
+        # BIND sends TTL 0 here so the negative SOA is not cached in place
+        # of the real one.
+        soa = replace(soa, ttl=0)
+
+    return Resolution(rcode, True, tuple(answer), (soa,))
 
 
 def build_zone(parsed: zonefile.ParsedZone, source: str) -> Zone:

@@ -78,6 +78,9 @@ out CNAME www.example.org.
 a.b.c.d.e A 192.0.2.5
 u TYPE65280 \# 3 ABCDEF
 ptr PTR www
+d2 DNAME sub2
+x.sub2 A 192.0.2.55
+dn DNAME example.net.
 """
 
 NAMES = [
@@ -112,6 +115,10 @@ NAMES = [
     "d.e.example.com",
     "u.example.com",
     "ptr.example.com",
+    "x.d2.example.com",
+    "nope.d2.example.com",
+    "d2.example.com",
+    "y.dn.example.com",
     "www.example.org",
     "com",
     ".",

@@ -223,3 +223,30 @@ def test_unexpected_error_is_servfail_not_an_exception(
 
     assert reply.rcode() == dns.rcode.SERVFAIL
     assert "boom" in caplog.text
+
+
+def test_dname_synthesises_a_cname_and_follows_it(tmp_path: Path) -> None:
+    """RFC 6672 3.1: a name below a DNAME gets the DNAME, a synthesised
+    CNAME with the DNAME's TTL, and the target's data."""
+    zones = load_zone_dir(
+        write_zone(tmp_path, "old 60 DNAME new\nx.new A 192.0.2.55\n")
+    )
+
+    reply = ask(make_responder(zones=zones), "x.old.example.net", "A")
+
+    assert rrsets_text(reply.answer) == {
+        "old.example.net. 60 IN DNAME new.example.net.",
+        "x.old.example.net. 60 IN CNAME x.new.example.net.",
+        "x.new.example.net. 300 IN A 192.0.2.55",
+    }
+
+
+def test_dname_result_over_255_octets_is_yxdomain(tmp_path: Path) -> None:
+    """RFC 6672 2.2: a substitution that overflows the name is YXDOMAIN."""
+    long_target = ".".join(["a" * 63] * 3) + ".example.net."
+    zones = load_zone_dir(write_zone(tmp_path, "old DNAME %s\n" % long_target))
+    qname = "%s.%s.old.example.net" % ("b" * 63, "c" * 63)
+
+    reply = ask(make_responder(zones=zones), qname, "A")
+
+    assert reply.rcode() == dns.rcode.YXDOMAIN
