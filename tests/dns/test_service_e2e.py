@@ -156,17 +156,15 @@ def test_sigterm_stops_cleanly(router) -> None:
     assert proc.wait(10) == 0
 
 
-def test_bad_config_exits_2_with_message(tmp_path: Path) -> None:
-    """A config error is printed to stderr and the exit status is 2."""
-    (tmp_path / "router.toml").write_text("[server]\nlisten = 5\n")
-
-    result = subprocess.run(
+def run_once(config: Path) -> subprocess.CompletedProcess[str]:
+    """Run the service to completion (for configurations that must fail)."""
+    return subprocess.run(
         [
             sys.executable,
             "-c",
             "import sys; from dnsrouter import service; "
             "sys.exit(service.run(sys.argv[1]))",
-            str(tmp_path / "router.toml"),
+            str(config),
         ],
         capture_output=True,
         text=True,
@@ -174,7 +172,42 @@ def test_bad_config_exits_2_with_message(tmp_path: Path) -> None:
         timeout=20,
     )
 
+
+def test_bad_config_exits_2_with_message(tmp_path: Path) -> None:
+    """A config error is printed to stderr and the exit status is 2."""
+    (tmp_path / "router.toml").write_text("[server]\nlisten = 5\n")
+
+    result = run_once(tmp_path / "router.toml")
+
     assert result.returncode == 2 and "router.toml" in result.stderr
+
+
+def test_bad_zone_at_start_exits_2_naming_file_and_line(tmp_path: Path) -> None:
+    """A zone that does not load stops the start with `file:line: reason`."""
+    proc, port = start(tmp_path)
+    proc.terminate()
+    proc.wait(10)
+    zone = tmp_path / "zones" / "example.com.zone"
+    zone.write_text(zone.read_text() + "www IN CNAME alias\n")
+
+    result = run_once(tmp_path / "router.toml")
+
+    assert result.returncode == 2
+    assert (
+        "example.com.zone:" in result.stderr and "CNAME and other data" in result.stderr
+    )
+
+
+def test_address_in_use_exits_1(tmp_path: Path) -> None:
+    """A listen address that cannot be bound ends the start with status 1."""
+    proc, port = start(tmp_path)
+    try:
+        result = run_once(tmp_path / "router.toml")
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+    assert result.returncode == 1 and "cannot listen" in result.stderr
 
 
 def test_two_workers_share_the_port_and_stop_together(tmp_path: Path) -> None:
