@@ -93,6 +93,7 @@ class ResponderSettings:
     version: str = ""
     max_udp_payload: int = 1232
     whoami_name: str | None = None
+    cdn_names: tuple[str, ...] = ()
 
     @classmethod
     def from_config(cls, config: Any) -> "ResponderSettings":
@@ -101,6 +102,7 @@ class ResponderSettings:
             config.version,
             config.max_udp_payload,
             config.whoami_name,
+            tuple(config.cdn_names),
         )
 
 
@@ -150,6 +152,7 @@ class Responder:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.zones = zones
+        zones.add_existing_names(names.from_text(n, None) for n in settings.cdn_names)
         self.router = router
         self.settings = settings
         self.ecs = ecs if ecs is not None else EcsCodec.default()
@@ -235,6 +238,7 @@ class Responder:
         return subnet
 
     def _resolver(self, peer: str) -> IPAddress:
+        """The peer's address object, from a bounded cache."""
         address = self._resolvers.get(peer)
         if address is None:
             address = resolver_address(peer)
@@ -243,6 +247,8 @@ class Responder:
         return address
 
     def decide(self, query: Query, peer: str, subnet: Any) -> _Decision:
+        """RCODE, AA and body for a query: meta types, class CH, CDN
+        names, the whoami name, then the static zones (RFC 1034 4.3.2)."""
         qtype = query.qtype
         if qtype == rdata.OPT or 128 <= qtype <= 250:
             # RFC 6895 section 3.1: OPT, TKEY, TSIG and the reserved meta

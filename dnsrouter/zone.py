@@ -232,6 +232,17 @@ class ZoneSet:
                 return None
             key = key[1 + key[0] :]
 
+    def add_existing_names(self, wire_names: Iterable[bytes]) -> None:
+        """Make names answered elsewhere (CDN names) exist in their zone,
+        so their ancestors are empty non-terminals, not NXDOMAIN (RFC 8020
+        section 2), and no wildcard claims them.  Call before serving."""
+        for wire_name in wire_names:
+            key = names.key_of(wire_name)
+            zone = self.find_zone(key)
+            if zone is not None:
+                zone.nodes.setdefault(key, {})
+                _add_ancestors(zone.nodes, zone.key)
+
     def resolve(self, qname: bytes, qtype: int) -> Resolution:
         """Answer one IN-class question authoritatively.
 

@@ -60,6 +60,7 @@ def make_responder(router: Any = None, zones: ZoneSet | None = None) -> Responde
         version="pycdn-dnsrouter",
         max_udp_payload=1232,
         whoami_name="whoami.example.com.",
+        cdn_names=("cdn.example.com.",),
     )
 
     return Responder(zones or fixture_zones(), router or FakeRouter(), settings)

@@ -13,6 +13,7 @@ import dns.rcode
 import dns.rdataclass
 import pytest
 
+from dnsrouter.responder import Responder, ResponderSettings
 from dnsrouter.zone import load_zone_dir
 from tests.dns.helpers import (
     EU_V4,
@@ -250,3 +251,22 @@ def test_dname_result_over_255_octets_is_yxdomain(tmp_path: Path) -> None:
     reply = ask(make_responder(zones=zones), qname, "A")
 
     assert reply.rcode() == dns.rcode.YXDOMAIN
+
+
+def test_parent_of_a_cdn_name_is_an_empty_non_terminal(tmp_path: Path) -> None:
+    """RFC 8020: a name above a CDN name exists, so it is NODATA, and a
+    wildcard does not answer for it."""
+
+    class DeepRouter(FakeRouter):
+        def is_cdn_name(self, qname: str) -> bool:
+            return qname == "a.cdn.example.net."
+
+    zones = load_zone_dir(write_zone(tmp_path, "* A 192.0.2.99\n"))
+    settings = ResponderSettings(cdn_names=("a.cdn.example.net.",))
+    responder = Responder(zones, DeepRouter(), settings)
+
+    parent = ask(responder, "cdn.example.net", "A")
+    routed = ask(responder, "a.cdn.example.net", "A")
+
+    assert parent.rcode() == dns.rcode.NOERROR and parent.answer == []
+    assert rrsets_text(routed.answer) == {"a.cdn.example.net. 30 IN A 192.0.2.41"}
