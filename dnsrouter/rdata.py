@@ -140,7 +140,8 @@ _TTL_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def parse_ttl(text: str) -> int | None:
-    """A TTL as digits or BIND units (`1h30m`); None when not a TTL."""
+    """A 32-bit time value as digits or BIND units (`1h30m`); None when
+    it is not one or does not fit 32 bits."""
     if text.isdigit():
         value = int(text)
     else:
@@ -157,8 +158,7 @@ def parse_ttl(text: str) -> int | None:
         if number or not text:
             return None
 
-    # RFC 2181 section 8: a TTL is an unsigned 31-bit value.
-    return value if value < 1 << 31 else None
+    return value if value < 1 << 32 else None
 
 
 def _p_address(family: int) -> Callable[[_Reader], bytes]:

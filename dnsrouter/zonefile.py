@@ -31,6 +31,8 @@ log = logging.getLogger("dnsrouter.zone")
 CLASSES = {"IN": 1, "CH": 3, "HS": 4}
 CLASS_IN = 1
 
+MAX_TTL = 1 << 31  # RFC 2181 section 8
+
 # An $INCLUDE chain deeper than this is certainly a loop; BIND has a
 # similar bound.
 MAX_INCLUDE_DEPTH = 16
@@ -185,7 +187,7 @@ class _Loader:
             ttl = rdata.parse_ttl(args[0].text)
             if ttl is None:
                 raise ZoneError("%s: bad $TTL %r" % (where, args[0].text))
-            self.default_ttl = ttl
+            self.default_ttl = self.capped(ttl, where)
             self.has_dollar_ttl = True
         elif name == "$INCLUDE" and len(args) in (1, 2):
             target = self.include_path(path, args[0].text, where)
@@ -254,6 +256,7 @@ class _Loader:
                 ttl = rdata.parse_ttl(text)
                 if ttl is None:
                     raise ZoneError("%s: bad TTL %r" % (where, text))
+                ttl = self.capped(ttl, where)
             elif rclass is None and _class_code(text) is not None:
                 rclass = _class_code(text)
             else:
@@ -268,6 +271,15 @@ class _Loader:
             raise ZoneError("%s: meta type %s in zone data" % (where, tokens[pos].text))
 
         return ttl, (CLASS_IN if rclass is None else rclass), rtype, pos + 1
+
+    def capped(self, ttl: int, where: str) -> int:
+        """RFC 2181 section 8: a TTL with the top bit set counts as 0;
+        BIND loads it so, with a warning."""
+        if ttl < MAX_TTL:
+            return ttl
+        self.warnings.append("%s: TTL %d > MAXTTL, setting TTL to 0" % (where, ttl))
+
+        return 0
 
     def resolve_ttl(self, ttl: int | None, rtype: int, data: bytes, where: str) -> int:
         if ttl is not None:
