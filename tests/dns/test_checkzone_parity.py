@@ -124,3 +124,26 @@ def test_zone_dumped_by_bind_loads_back_unchanged(name: str, tmp_path: Path) -> 
     assert records(out.getvalue()) == records(bind_out)
     assert bind_again.returncode == 0, bind_again.stdout
     assert records(bind_again.stdout) == records(our_out)
+
+
+def test_cli_check_zone_exit_status_and_print() -> None:
+    """`dnsrouter check-zone ORIGIN FILE [--print]` as an operator runs it:
+    0 and one canonical line a record, or 1 and `file:line: reason`."""
+    import sys
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "dnsrouter.cli", "check-zone", *args],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+
+    good = cli(ORIGIN, str(CORPUS / "01-fixture.zone"), "--print")
+    bad = cli(ORIGIN, str(CORPUS / "40-bad-cname-and-other.zone"))
+
+    assert good.returncode == 0
+    assert "www.example.com. 300 IN A 192.0.2.10" in good.stdout.splitlines()
+    assert len(good.stdout.splitlines()) == 51
+    assert bad.returncode == 1
+    assert bad.stderr.startswith(str(CORPUS / "40-bad-cname-and-other.zone") + ":6: ")
