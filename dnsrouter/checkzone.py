@@ -9,6 +9,7 @@ canonical order (RFC 4034 section 6.1) so two dumps can be diffed.
 
 from __future__ import annotations
 
+import logging
 import struct
 import sys
 from collections.abc import Iterator
@@ -38,6 +39,11 @@ def main(
     out = out or sys.stdout
     err = err or sys.stderr
     label = origin.rstrip(".") or "."
+    # Warnings are printed below as `file:line: reason`; the loader's own
+    # log lines (meant for the server's log) would repeat them.
+    zone_log = logging.getLogger("dnsrouter.zone")
+    level = zone_log.level
+    zone_log.setLevel(logging.ERROR)
     try:
         zone = load_zone(origin, path, Path(path).parent)
     except ZoneError as exc:
@@ -45,6 +51,8 @@ def main(
             print(line, file=err)
         print("zone %s/IN: not loaded due to errors." % label, file=err)
         return EXIT_BAD_ZONE
+    finally:
+        zone_log.setLevel(level)
 
     for warning in zone.warnings:
         print(warning, file=err)

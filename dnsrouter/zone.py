@@ -323,15 +323,16 @@ def build_zone(parsed: zonefile.ParsedZone, source: str) -> Zone:
     nodes: dict[bytes, dict[int, RRset]] = {}
     lines: dict[tuple[bytes, int], str] = {}
     problems: list[str] = []
+    warnings = list(parsed.warnings)
     for record in parsed.records:
-        _add_record(nodes, lines, record, problems)
+        _add_record(nodes, lines, record, problems, warnings)
 
     apex = names.key_of(parsed.origin)
     _add_ancestors(nodes, apex)
     cuts = frozenset(
         key for key, node in nodes.items() if key != apex and rdata.NS in node
     )
-    zone = Zone(parsed.origin, nodes, cuts, source, parsed.warnings)
+    zone = Zone(parsed.origin, nodes, cuts, source, tuple(warnings))
     problems.extend(_check(zone, lines, source))
     if problems:
         raise ZoneError("\n".join(problems))
@@ -344,6 +345,7 @@ def _add_record(
     lines: dict[tuple[bytes, int], str],
     record: Record,
     problems: list[str],
+    warnings: list[str],
 ) -> None:
     key = names.key_of(record.name)
     node = nodes.setdefault(key, {})
@@ -364,7 +366,9 @@ def _add_record(
         return
     if record.ttl != old.ttl:
         # RFC 2181 section 5.2: one TTL per RRset; BIND keeps the first.
-        log.warning("zone ttl_mismatch %s: TTL set to prior TTL", record.where)
+        message = "%s: TTL set to prior TTL (%d)" % (record.where, old.ttl)
+        warnings.append(message)
+        log.warning("zone ttl_mismatch %s", message)
     node[record.rtype] = replace(old, rdatas=old.rdatas + (record.rdata,))
 
 
