@@ -103,8 +103,8 @@ def parse_query(data: bytes) -> Query:
     Raises MalformedPacketError when QDCOUNT is not 1 (RFC 9619), the
     question is truncated, a label is over 63 octets, the question name
     uses compression, a record runs past the end, OPT appears twice or
-    outside the additional section (RFC 6891 section 6.1.1), or bytes
-    trail the last record.
+    outside the additional section (RFC 6891 section 6.1.1).  Octets
+    after the last counted record are ignored, as BIND ignores them.
     """
     qid, flags, qdcount, ancount, nscount, arcount = HEADER.unpack_from(data)
     if qdcount != 1:
@@ -132,19 +132,17 @@ def parse_query(data: bytes) -> Query:
         edns = _parse_lone_opt(data, pos)
     elif ancount or nscount or arcount:
         edns = _parse_records(data, pos, ancount + nscount, arcount)
-    elif pos != len(data):
-        raise MalformedPacketError("%d octets after the question" % (len(data) - pos))
 
     return Query(qid, flags, qname, qtype, qclass, data[12:pos], edns)
 
 
 def _parse_lone_opt(data: bytes, pos: int) -> Edns | None:
-    """The common case of one additional record: an OPT with root owner
-    ending the message.  Anything else takes the general walk."""
+    """The common case of one additional record: an OPT with root owner.
+    Anything else takes the general walk."""
     if pos + 11 <= len(data) and data[pos] == 0:
         rtype, payload, ttl, rdlength = RR_FIXED.unpack_from(data, pos + 1)
         end = pos + 11 + rdlength
-        if rtype == rdata.OPT and end == len(data):
+        if rtype == rdata.OPT and end <= len(data):
             return Edns(payload, ttl, _parse_options(data[pos + 11 : end]))
 
     return _parse_records(data, pos, 0, 1)
@@ -167,9 +165,6 @@ def _parse_records(data: bytes, pos: int, before: int, arcount: int) -> Edns | N
             pos += rdlength
     except (ValueError, struct.error) as exc:
         raise MalformedPacketError("bad record: %s" % exc) from None
-    if pos != len(data):
-        extra = len(data) - pos
-        raise MalformedPacketError("%d octets after the last record" % extra)
 
     return edns
 

@@ -11,6 +11,7 @@ import dns.message
 import dns.opcode
 import dns.rcode
 import dns.rdataclass
+import dns.rrset
 import pytest
 
 from dnsrouter.responder import Responder, ResponderSettings
@@ -270,3 +271,41 @@ def test_parent_of_a_cdn_name_is_an_empty_non_terminal(tmp_path: Path) -> None:
 
     assert parent.rcode() == dns.rcode.NOERROR and parent.answer == []
     assert rrsets_text(routed.answer) == {"a.cdn.example.net. 30 IN A 192.0.2.41"}
+
+
+def test_unknown_edns_flags_are_not_echoed_and_payload_is_ours() -> None:
+    """RFC 6891 6.1.4: undefined EDNS flag bits are ignored and left clear
+    in the reply; DO is copied (RFC 3225); the OPT advertises our 1232."""
+    reply = ask(
+        make_responder(),
+        "www.example.com",
+        use_edns=0,
+        ednsflags=0x4000 | dns.flags.DO,
+        payload=4096,
+    )
+
+    assert reply.ednsflags == dns.flags.DO
+    assert reply.payload == 1232
+
+
+def test_query_with_answer_section_data_is_still_answered() -> None:
+    """Records in the answer/authority sections of a query are skipped
+    (only an OPT there would be an error), as BIND does."""
+    query = dns.message.make_query("www.example.com", "A", use_edns=False)
+    query.answer.append(
+        dns.rrset.from_text("x.example.com.", 60, "IN", "A", "192.0.2.1")
+    )
+
+    reply = dns.message.from_wire(ask_bytes(make_responder(), query.to_wire()))
+
+    assert reply.rcode() == dns.rcode.NOERROR and reply.answer
+
+
+def test_octets_after_the_last_record_are_ignored_as_bind_does() -> None:
+    """Trailing garbage after a complete query does not make it FORMERR."""
+    for edns in (False, 0):
+        query = dns.message.make_query("www.example.com", "A", use_edns=edns)
+
+        reply = ask_bytes(make_responder(), query.to_wire() + b"\x00\x00junk")
+
+        assert dns.message.from_wire(reply).answer
