@@ -39,6 +39,13 @@ HOP_BY_HOP = frozenset({
 })
 # Fields the edge generates itself when it answers.
 GENERATED = frozenset({"content-length", "age", "x-cache"})
+# Request fields that describe how the client framed its own message.
+# The edge frames what it sends upstream itself (RFC 9112 §6.3): a
+# Content-Length copied without the body it counts would make the
+# origin read the next request on a pooled connection as that body
+# (request smuggling, RFC 9112 §11.2). Expect concerns the client hop
+# only: the edge sends any body at once.
+CLIENT_FRAMING = ("Content-Length", "Expect")
 # aiohttp adds these unless told not to; the origin must see the
 # client's own (or none): an added Accept-Encoding would make the
 # origin compress for a client that cannot decode.
@@ -174,8 +181,14 @@ class OriginClient:
         host: str,
         peer: str | None,
     ) -> CIMultiDict[str]:
-        """Return the headers to send upstream for a client request."""
+        """Return the headers to send upstream for a client request.
+
+        Framing fields are never copied: ``request`` adds Content-Length
+        when, and only when, it sends a body.
+        """
         headers = end_to_end(client_headers)
+        for name in CLIENT_FRAMING:
+            headers.popall(name, None)
         headers.popall("Host", None)
         headers["Host"] = host
         via = headers.popall("Via", [])
@@ -196,9 +209,17 @@ class OriginClient:
         target: str,
         headers: CIMultiDict[str],
         body: aiohttp.StreamReader | bytes | None = None,
+        body_length: int | None = None,
     ) -> OriginResponse:
-        """Send a request; return once the reply's headers have arrived."""
+        """Send a request; return once the reply's headers have arrived.
+
+        ``headers`` come from ``forward_headers``. A ``body`` is sent
+        with ``Content-Length: body_length`` when that is known, else
+        chunked; without a body no framing field is sent at all.
+        """
         assert self._session is not None, "start() not called"
+        if body is not None and body_length is not None:
+            headers["Content-Length"] = str(body_length)
         url = URL(origin + target, encoded=True)
         try:
             response = await self._session.request(

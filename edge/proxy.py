@@ -42,6 +42,10 @@ FILL_STRIPPED = (
 # Fields an origin reply never stores: generated per response by us.
 NOT_STORED = ("Age", "X-Cache", "Content-Length")
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+# RFC 9110 §9.3.1, §9.3.2: content in a GET or HEAD has no defined
+# meaning and is never part of the cache key, so it is not forwarded
+# (nor its Content-Length): the origin answers the URI alone.
+BODILESS_METHODS = frozenset({"GET", "HEAD"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -393,10 +397,13 @@ class Proxy:
         """Forward a request uncached; invalidate after a successful unsafe one."""
         headers = self.origin.forward_headers(ask.headers, ask.site.hostname,
                                               ask.remote)
-        body = request.content if request.body_exists else None
+        body = None
+        if request.body_exists and ask.method not in BODILESS_METHODS:
+            body = request.content
         try:
             reply = await self.origin.request(
-                ask.method, ask.site.origin, ask.target, headers, body
+                ask.method, ask.site.origin, ask.target, headers, body,
+                request.content_length,
             )
         except OriginError as exc:
             log.warning("origin failed key=%s error=%s", ask.primary, exc)

@@ -213,6 +213,23 @@ async def edge(
     await under_test.stop()
 
 
+async def serve_edge(
+    origin_url: str, tmp_path: Any, **server: Any
+) -> AsyncIterator[EdgeUnderTest]:
+    """Yield a started edge in front of ``origin_url``; stop it after.
+
+    For fixtures whose origin is not the scriptable ``Origin``.
+    """
+    clock = FakeClock()
+    config = make_config(origin_url, str(tmp_path / "cache"), **server)
+    under_test = EdgeUnderTest(Edge(config, clock=clock), clock)
+    await under_test.start()
+    try:
+        yield under_test
+    finally:
+        await under_test.stop()
+
+
 async def raw_exchange(port: int, data: bytes, timeout: float = 5.0) -> bytes:
     """Send raw bytes to 127.0.0.1:port and read until the peer closes."""
     import asyncio

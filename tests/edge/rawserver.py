@@ -19,12 +19,10 @@ class Script:
     half_close: bool = False
 
 
-class RawOrigin:
-    """An asyncio TCP server on 127.0.0.1 that replays scripts."""
+class LoopbackServer:
+    """An asyncio TCP server on 127.0.0.1 (port 0) running ``_serve``."""
 
     def __init__(self) -> None:
-        self.scripts: dict[str, Script] = {}
-        self.hits: collections.Counter[str] = collections.Counter()
         self._server: asyncio.base_events.Server | None = None
         self.port = 0
 
@@ -44,6 +42,20 @@ class RawOrigin:
     async def _serve(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
+        raise NotImplementedError
+
+
+class RawOrigin(LoopbackServer):
+    """Replays a script per path."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scripts: dict[str, Script] = {}
+        self.hits: collections.Counter[str] = collections.Counter()
+
+    async def _serve(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         try:
             head = await reader.readuntil(b"\r\n\r\n")
             path = head.split(b" ", 2)[1].decode()
@@ -59,3 +71,71 @@ class RawOrigin:
             pass
         finally:
             writer.close()
+
+
+@dataclasses.dataclass
+class Received:
+    """One request as the keep-alive origin parsed it off the wire."""
+
+    line: str
+    fields: dict[str, str]
+    body: bytes
+
+
+class KeepAliveOrigin(LoopbackServer):
+    """An origin that answers each request before reading its body.
+
+    Like nginx serving a static file, it replies at once (the body names
+    the request line, ``max-age=600``) and only then skips the
+    Content-Length or chunked body, keeping the connection open. So a
+    request that declares a body it does not send makes this origin
+    read the next request on the connection as that body: the framing
+    fault behind request smuggling.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.received: list[Received] = []
+
+    @property
+    def lines(self) -> list[str]:
+        """The request lines received, in order."""
+        return [r.line for r in self.received]
+
+    async def _serve(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.decode("latin-1").split("\r\n")
+                fields = {}
+                for line in lines[1:]:
+                    name, _, value = line.partition(":")
+                    if name:
+                        fields[name.strip().lower()] = value.strip()
+                received = Received(lines[0], fields, b"")
+                self.received.append(received)
+                answer = lines[0].encode("latin-1")
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nCache-Control: max-age=600\r\n"
+                    b"Content-Length: %d\r\n\r\n%s" % (len(answer), answer))
+                await writer.drain()
+                received.body = await _read_body(reader, fields)
+        except (ConnectionError, asyncio.IncompleteReadError, ValueError):
+            pass
+        finally:
+            writer.close()
+
+
+async def _read_body(reader: asyncio.StreamReader, fields: dict[str, str]) -> bytes:
+    if fields.get("transfer-encoding", "").lower() == "chunked":
+        body = b""
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+            chunk = await reader.readexactly(size + 2)
+            body += chunk[:-2]
+            if size == 0:
+                # The last chunk's CRLF read above ends an empty trailer.
+                return body
+    return await reader.readexactly(int(fields.get("content-length", "0")))

@@ -11,14 +11,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from edge.app import Edge
-from tests.edge.conftest import (
-    HOST,
-    EdgeUnderTest,
-    FakeClock,
-    Origin,
-    make_config,
-)
+from tests.edge.conftest import HOST, EdgeUnderTest, Origin, serve_edge
 from tests.edge.rawserver import RawOrigin, Script
 
 CACHE = b"Cache-Control: max-age=600\r\n"
@@ -111,12 +104,8 @@ async def raw_origin() -> AsyncIterator[RawOrigin]:
 async def raw_edge(
     raw_origin: RawOrigin, tmp_path: Any
 ) -> AsyncIterator[EdgeUnderTest]:
-    clock = FakeClock()
-    config = make_config(raw_origin.url, str(tmp_path / "cache"))
-    under_test = EdgeUnderTest(Edge(config, clock=clock), clock)
-    await under_test.start()
-    yield under_test
-    await under_test.stop()
+    async for under_test in serve_edge(raw_origin.url, tmp_path):
+        yield under_test
 
 
 async def _fetch_raises(edge: EdgeUnderTest, path: str) -> bool:

@@ -1,0 +1,92 @@
+"""Request framing towards the origin: a body is forwarded with the
+Content-Length that counts it, or not at all with no framing field, so
+a pooled origin connection never goes out of step (RFC 9112 §6.3,
+§11.2). Real HTTP on loopback against an origin that, like nginx,
+answers before it reads (and skips) a request body.
+"""
+
+from __future__ import annotations
+
+from typing import Any, AsyncIterator
+
+import pytest
+
+from tests.edge.conftest import EdgeUnderTest, raw_exchange, serve_edge
+from tests.edge.rawserver import KeepAliveOrigin
+
+
+@pytest.fixture
+async def keepalive_origin() -> AsyncIterator[KeepAliveOrigin]:
+    server = KeepAliveOrigin()
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+@pytest.fixture
+async def ka_edge(
+    keepalive_origin: KeepAliveOrigin, tmp_path: Any
+) -> AsyncIterator[EdgeUnderTest]:
+    """An edge whose only origin is ``keepalive_origin``."""
+    edges = serve_edge(keepalive_origin.url, tmp_path)
+    yield await anext(edges)
+    await edges.aclose()
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+async def test_get_or_head_body_never_desyncs_the_origin_connection(
+    ka_edge: EdgeUnderTest, keepalive_origin: KeepAliveOrigin, method: str
+) -> None:
+    """A GET/HEAD with content is forwarded without it and without its
+    Content-Length, so the next request on the pooled origin connection
+    is read as itself and cached under its own key."""
+    smuggle = b"GET /evil HTTP/1.1\r\nX-Pad: "
+    await raw_exchange(ka_edge.port, (
+        f"{method} /innocent HTTP/1.1\r\nHost: cdn.example.com\r\n"
+        f"Connection: close\r\nContent-Length: {len(smuggle)}\r\n\r\n"
+    ).encode() + smuggle)
+
+    first = await ka_edge.get("/next")
+    second = await ka_edge.get("/next")
+
+    assert keepalive_origin.lines == [
+        f"{method} /innocent HTTP/1.1", "GET /next HTTP/1.1"]
+    assert "content-length" not in keepalive_origin.received[0].fields
+    assert (first.body, first.x_cache) == (b"GET /next HTTP/1.1", "MISS")
+    assert (second.body, second.x_cache) == (b"GET /next HTTP/1.1", "HIT")
+
+
+async def _chunks() -> AsyncIterator[bytes]:
+    for part in (b"chunk-one ", b"chunk-two"):
+        yield part
+
+
+@pytest.mark.parametrize("method, data, expected", [
+    ("POST", b"a=1&b=2", b"a=1&b=2"),
+    ("PUT", None, b"chunk-one chunk-two"),
+    ("DELETE", b"why", b"why"),
+    ("OPTIONS", b"opt", b"opt"),
+])
+async def test_unsafe_and_options_bodies_arrive_whole_and_in_step(
+    ka_edge: EdgeUnderTest, keepalive_origin: KeepAliveOrigin,
+    method: str, data: bytes | None, expected: bytes,
+) -> None:
+    """Bodies of other methods (Content-Length or chunked from the
+    client) reach the origin byte for byte, and the following GET on the
+    same origin connection is still in step."""
+    assert ka_edge.session is not None
+    body: Any = data if data is not None else _chunks()
+    async with ka_edge.session.request(
+        method, ka_edge.url + "/thing", data=body,
+        headers={"Host": "cdn.example.com"},
+    ) as response:
+        await response.read()
+
+    after = await ka_edge.get("/after")
+
+    assert keepalive_origin.lines == [
+        f"{method} /thing HTTP/1.1", "GET /after HTTP/1.1"]
+    assert keepalive_origin.received[0].body == expected
+    assert after.body == b"GET /after HTTP/1.1"
