@@ -7,10 +7,14 @@ Policy, in one place:
   out a dead edge for one probe timeout at most, not for `fall` probes).
   From then on an up edge goes down after `fall` consecutive failures and
   a down edge comes up after `rise` consecutive successes.
-* Probes start every `interval` seconds from the start of the previous
-  one; jitter only shortens a delay (by up to `jitter` x interval), so
-  checks of different edges drift apart without ever exceeding the bound
-  "out of every answer within fall x interval + timeout".
+* Probes start on a fixed schedule, every `interval` seconds from the
+  start of the previous one, whatever that one took; jitter only shortens
+  a delay (by up to `jitter` x interval, never below `timeout`), so checks
+  of different edges drift apart without ever exceeding the bound "out of
+  every answer within fall x interval + timeout". A probe still
+  unanswered when the next is due has had its whole timeout: it counts as
+  a failure and the next one starts on time, so a hanging edge costs one
+  interval per failure, never two.
 * An HTTP probe succeeds on a status in `healthy_statuses` (2xx by
   default; 3xx is a failure); the JSON body may declare `draining`,
   `overloaded` and load figures. A 503 whose JSON says status "draining"
@@ -436,7 +440,10 @@ class HealthChecker:
             # assumed-up period after a start stays short.
             return self.rng.uniform(0, interval * self.config.jitter)
 
-        return interval * (1 - self.rng.uniform(0, self.config.jitter))
+        # Never below the timeout, so a probe always gets all of it.
+        shortened = interval * (1 - self.rng.uniform(0, self.config.jitter))
+
+        return max(shortened, self.config.timeout)
 
     def _schedule(self, schedule: _Schedule, delay: float) -> None:
         schedule.call = self.reactor.callLater(delay, self._probe, schedule)
@@ -447,7 +454,11 @@ class HealthChecker:
             return
         self._schedule(schedule, self._jitter_delay())
         if schedule.probe is not None:
-            return  # the previous probe is still running; never overlap
+            # Due at its timeout (the gap is never shorter): record it as
+            # timed out now rather than skip a tick, and never overlap.
+            schedule.probe.cancel()
+        if not self.running or self._edges.get(schedule.edge.name) is not schedule:
+            return  # the recorded failure stopped or reloaded the checker
         d = self.prober(schedule.edge)
         schedule.probe = d
         d.addTimeout(self.config.timeout, self.reactor)

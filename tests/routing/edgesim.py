@@ -13,12 +13,14 @@ REPORT = {"status": "up", "draining": False, "connections": 3,
 
 
 class HealthServer:
-    """An edge's health endpoint; `mode` is "up", "503", "draining" or
-    "flap" (200 and 503 on alternate requests)."""
+    """An edge's health endpoint; `mode` is "up", "503", "draining",
+    "flap" (200 and 503 on alternate requests) or "hang" (accept the
+    request and never reply, until stop())."""
 
     def __init__(self, port: int = 0) -> None:
         """Serve on 127.0.0.1:`port` (0: any free port) in a thread."""
         self.mode = "up"
+        self.released = threading.Event()
         self.requests = 0
         self.hosts: list[str] = []
         owner = self
@@ -27,6 +29,9 @@ class HealthServer:
             def do_GET(self) -> None:  # noqa: N802 (http.server's name)
                 owner.requests += 1
                 owner.hosts.append(self.headers.get("Host", ""))
+                if owner.mode == "hang":
+                    owner.released.wait(timeout=30)  # bounded, as every test
+                    return
                 if owner.mode == "draining":
                     self.reply(503, {**REPORT, "status": "draining",
                                      "draining": True})
@@ -54,6 +59,7 @@ class HealthServer:
 
     def stop(self) -> None:
         """Close the listening socket: probes get connection refused."""
+        self.released.set()
         self.server.shutdown()
         self.server.server_close()
 

@@ -223,3 +223,62 @@ def test_http_prober_reads_the_body_and_classifies_it(code, payload, ok, drainin
     assert (method, uri) == (b"GET", b"http://192.0.2.21/a")
     assert headers.getRawHeaders(b"Host") == [b"cdn.example.com"]
     assert results[0].ok is ok and results[0].draining is draining
+
+
+def hanging_edge_removal_time(seed: int, hang_at: float) -> float:
+    """Seconds from an edge starting to hang until it is reported down,
+    with interval 1, timeout 1, fall 3 and 10 % jitter (the lab's)."""
+    config = HealthConfig(interval=1.0, timeout=1.0, fall=3, jitter=0.1)
+    clock = task.Clock()
+    prober = FakeProber()
+    down: list[float] = []
+    health = HealthChecker(
+        clock, (edge("a"),), config,
+        lambda n, h: down.append(clock.seconds()) if not h.up else None,
+        prober=prober, rng=random.Random(seed),
+    )
+    health.start()
+    clock.pump([0.01] * round(hang_at * 100))
+    prober.set("a", None)
+
+    start = clock.seconds()
+    while not down and clock.seconds() - start < 20:
+        clock.advance(0.01)
+
+    assert down, "a hanging edge was never taken down"
+    return down[0] - start
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("hang_at", [2.0, 2.33, 2.71])
+def test_hanging_edge_goes_down_within_fall_intervals_plus_timeout(
+    seed: int, hang_at: float
+):
+    """Probes start on a fixed schedule whatever the previous one took, so
+    an edge that stops answering (timeout = interval) is down within
+    fall x interval + timeout = 4 s, not after a skipped tick per probe."""
+    assert hanging_edge_removal_time(seed, hang_at) <= 3 * 1.0 + 1.0 + 0.011
+
+
+def test_probes_start_every_interval_whatever_the_previous_took():
+    """Replies that take 0.7 s do not push the next probe back: with no
+    jitter, starts are exactly one interval apart."""
+    config = HealthConfig(interval=1.0, timeout=0.9, jitter=0.0)
+    clock = task.Clock()
+    starts: list[float] = []
+
+    def slow(_edge: EdgeConfig) -> defer.Deferred[ProbeResult]:
+        starts.append(clock.seconds())
+        reply: defer.Deferred[ProbeResult] = defer.Deferred()
+        clock.callLater(0.7, reply.callback, UP)
+        return reply
+
+    health = HealthChecker(
+        clock, (edge("a"),), config, lambda n, h: None, prober=slow,
+        rng=random.Random(1),
+    )
+    health.start()
+    clock.pump([0.25] * 20)  # steps exact in binary: no rounding drift
+
+    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    assert gaps == pytest.approx([1.0] * 4)

@@ -126,6 +126,18 @@ def test_stopped_edge_leaves_within_bound_and_returns_after_rise(cdn):
     assert back <= RISE * INTERVAL + TIMEOUT + SLACK
 
 
+def test_hanging_edge_leaves_within_fall_intervals_plus_timeout(cdn):
+    """An edge that accepts health requests and never answers them is out
+    of the answers within fall x interval + timeout (issue 6)."""
+    router, servers = cdn
+
+    servers["22"].mode = "hang"
+    gone = router.wait_until(lambda a: "192.0.2.22" not in a, 10.0)
+
+    print(f"hanging edge out after {gone:.2f} s")
+    assert gone <= FALL * INTERVAL + TIMEOUT + SLACK
+
+
 def test_flapping_edge_stays_while_whole_pop_down_moves_to_next(cdn):
     """200/503 on alternate probes for 3 s never removes the edge; then
     all EU edges failing sends Berlin to US, and everything failing fails
