@@ -41,10 +41,16 @@ KEEPALIVE_SECONDS = 75.0
 
 
 @functools.lru_cache(maxsize=65536)
-def _primary(site: str, target: str, sort_query: bool) -> str:
-    path, _, query = target.partition("?")
+def _normalised(target: str, sort_query: bool) -> str:
+    # RFC 9112 §3.2.1: origin-form has no fragment; a stray one names
+    # no other resource and never goes upstream.
+    path, _, query = target.partition("#")[0].partition("?")
 
-    return cachekey.primary_key(site, path, query, sort_query)
+    return cachekey.normalise_target(path, query, sort_query)
+
+
+def _primary(site: str, target: str, sort_query: bool) -> str:
+    return f"{site} {_normalised(target, sort_query)}"
 
 
 class Edge:
@@ -244,10 +250,12 @@ class Edge:
         selected = self.select_site(request)
         if selected is None:
             return respond.simple(421, "BYPASS", "no such site here")
-        site, target = selected
+        site, raw_target = selected
+        # The origin gets the target the key was made from (RFC 9111 §2).
+        target = _normalised(raw_target, site.sort_query)
         ask = Ask(
             site=site,
-            primary=_primary(site.hostname, target, site.sort_query),
+            primary=f"{site.hostname} {target}",
             target=target,
             method=request.method,
             headers=request.headers,

@@ -69,18 +69,29 @@ def normalise_query(query: str, sort: bool) -> str:
     return "&".join(sorted(query.split("&")))
 
 
-def primary_key(site: str, path: str, query: str, sort_query: bool) -> str:
-    """Return the primary cache key of a GET or HEAD for ``site``.
+def normalise_target(path: str, query: str, sort_query: bool) -> str:
+    """Return the origin-form target that both keys and fetches use.
 
-    Keys of one site share the prefix ``site + " "``, so a purge by
-    prefix is a string comparison.
+    The edge forwards exactly this target upstream, never the client's
+    spelling: two targets with one key must get one origin answer, or a
+    request could fill the key of another with a different resource
+    (RFC 9111 §2, RFC 3986 §6).
     """
     target = normalise_path(path)
     query = normalise_query(query, sort_query)
     if query:
         target = f"{target}?{query}"
 
-    return f"{site} {target}"
+    return target
+
+
+def primary_key(site: str, path: str, query: str, sort_query: bool) -> str:
+    """Return the primary cache key of a GET or HEAD for ``site``.
+
+    Keys of one site share the prefix ``site + " "``, so a purge by
+    prefix is a string comparison.
+    """
+    return f"{site} {normalise_target(path, query, sort_query)}"
 
 
 def storage_name(primary: str, secondary: str) -> str:

@@ -54,6 +54,8 @@ class Ask:
 
     site: SiteConfig
     primary: str
+    # Normalised origin-form target: the key is made from it and it is
+    # what goes upstream.
     target: str
     method: str
     headers: CIMultiDictProxy[str]

@@ -1,8 +1,11 @@
-"""Request framing towards the origin: a body is forwarded with the
-Content-Length that counts it, or not at all with no framing field, so
-a pooled origin connection never goes out of step (RFC 9112 §6.3,
-§11.2). Real HTTP on loopback against an origin that, like nginx,
-answers before it reads (and skips) a request body.
+"""What the origin receives, through real HTTP on loopback.
+
+Framing: a body is forwarded with the Content-Length that counts it, or
+not at all and with no framing field, so a pooled origin connection
+never goes out of step (RFC 9112 §6.3, §11.2). Target: the origin gets
+the normalised target the cache key was made from, never the client's
+spelling (RFC 9111 §2). The origin here, like nginx, answers before it
+reads (and skips) a request body, and echoes the request line.
 """
 
 from __future__ import annotations
@@ -90,3 +93,35 @@ async def test_unsafe_and_options_bodies_arrive_whole_and_in_step(
         f"{method} /thing HTTP/1.1", "GET /after HTTP/1.1"]
     assert keepalive_origin.received[0].body == expected
     assert after.body == b"GET /after HTTP/1.1"
+
+
+@pytest.mark.parametrize("sent, normalised", [
+    ("/t9/x/../b", "/t9/b"),
+    ("/t9/%2e%2e/index.html", "/index.html"),
+    ("/t9/%2E%2e/%2e/index.html", "/index.html"),
+    ("/t9/%63", "/t9/c"),
+    ("/t9/./c/.", "/t9/c/"),
+    ("/../../t9/%7euser", "/t9/~user"),
+    ("/t9/a%2fb", "/t9/a%2Fb"),
+    ("/t9/q?", "/t9/q"),
+    ("/t9/x/..?b=2&a=1", "/t9/?b=2&a=1"),
+    ("/t9/f#frag", "/t9/f"),
+    ("/t9/g?a=1#frag", "/t9/g?a=1"),
+])
+async def test_origin_gets_the_target_the_key_was_made_from(
+    ka_edge: EdgeUnderTest, keepalive_origin: KeepAliveOrigin,
+    sent: str, normalised: str,
+) -> None:
+    """A target is forwarded in its normalised form, so what a later
+    request with the plain spelling hits is what the origin says for
+    that spelling."""
+    wire = await raw_exchange(ka_edge.port, (
+        f"GET {sent} HTTP/1.1\r\nHost: cdn.example.com\r\n"
+        "Connection: close\r\n\r\n").encode())
+
+    plain = await ka_edge.get(normalised)
+
+    expected = f"GET {normalised} HTTP/1.1".encode()
+    assert keepalive_origin.lines == [expected.decode()]
+    assert wire.endswith(b"\r\n\r\n" + expected)
+    assert (plain.body, plain.x_cache) == (expected, "HIT")
