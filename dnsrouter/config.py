@@ -244,7 +244,7 @@ class _Reader:
         readers = []
         for index, item in enumerate(value):
             name = item.get("name")
-            if not isinstance(name, str) or not name:
+            if not isinstance(name, str) or not name.strip():
                 path = f"{key}[{index}]"
             elif "." in name:
                 path = f'{key}["{name}"]'
@@ -299,11 +299,15 @@ def parse_config(data: Mapping[str, Any], path: Path) -> RouterConfig:
 
     pops = tuple(_parse_pop(item) for item in root.tables("pop"))
     pop_names = _unique(root, "pop", [pop.name for pop in pops])
-    edges = tuple(_parse_edge(item, pop_names) for item in root.tables("edge"))
+    edge_readers = root.tables("edge")
+    edges = tuple(_parse_edge(item, pop_names) for item in edge_readers)
     _unique(root, "edge", [edge.name for edge in edges])
+    _check_shared_addresses(edge_readers, edges)
     zones_dir = server["zones_dir"]
+    populated = {edge.pop for edge in edges}
     cdns = tuple(
-        _parse_cdn(item, pop_names, zones_dir) for item in root.tables("cdn")
+        _parse_cdn(item, pop_names, populated, zones_dir)
+        for item in root.tables("cdn")
     )
     _unique(root, "cdn", [cdn.name for cdn in cdns])
     if cdns and not edges:
@@ -401,9 +405,19 @@ def _parse_name(reader: _Reader, key: str, value: str) -> str:
     return name
 
 
+def _parse_label(reader: _Reader) -> str:
+    """The `name` of a [[pop]] or [[edge]]: it appears in logs, explain
+    output and other keys, so it must say something."""
+    name = reader.string("name")
+    if not name.strip():
+        raise reader.fail("name", "must not be empty")
+
+    return name
+
+
 def _parse_pop(reader: _Reader) -> PopConfig:
     pop = PopConfig(
-        name=reader.string("name"),
+        name=_parse_label(reader),
         latitude=reader.number("latitude", None, -90, 90),
         longitude=reader.number("longitude", None, -180, 180),
     )
@@ -450,7 +464,7 @@ def _parse_edge(reader: _Reader, pops: set[str]) -> EdgeConfig:
     except ValueError:
         raise reader.fail("health_url", "has a bad port", url) from None
     edge = EdgeConfig(
-        name=reader.string("name"),
+        name=_parse_label(reader),
         pop=_parse_pop_ref(reader, "pop", pops),
         ipv4=ipv4,
         ipv6=ipv6,
@@ -464,6 +478,22 @@ def _parse_edge(reader: _Reader, pops: set[str]) -> EdgeConfig:
     return edge
 
 
+def _check_shared_addresses(
+    readers: list[_Reader], edges: tuple[EdgeConfig, ...]
+) -> None:
+    """Two edges with one address of a family would be one server counted
+    twice: answers would repeat it and its health would be probed twice
+    under two names."""
+    owners: dict[str, str] = {}
+    for reader, edge in zip(readers, edges):
+        for key, address in (("ipv4", edge.ipv4), ("ipv6", edge.ipv6)):
+            if address is None:
+                continue
+            first = owners.setdefault(address, edge.name)
+            if first != edge.name:
+                raise reader.fail(key, f"same address as edge {first}", address)
+
+
 def _zone_origins(zones_dir: Path) -> list[str]:
     suffix = ".zone"
 
@@ -474,14 +504,23 @@ def _zone_origins(zones_dir: Path) -> list[str]:
     ]
 
 
-def _parse_cdn(reader: _Reader, pops: set[str], zones_dir: Path) -> CdnConfig:
+def _parse_cdn(
+    reader: _Reader, pops: set[str], populated: set[str], zones_dir: Path
+) -> CdnConfig:
     name = _parse_name(reader, "name", reader.string("name"))
     origins = _zone_origins(zones_dir)
     if not any(name == o or name.endswith("." + o) for o in origins):
         raise reader.fail(
             "name", f"lies in no zone served from {zones_dir}", name
         )
-    cdn = CdnConfig(name=name, default_pop=_parse_pop_ref(reader, "default_pop", pops))
+    default_pop = _parse_pop_ref(reader, "default_pop", pops)
+    if default_pop not in populated:
+        # A slip: clients GeoIP cannot place would start from a PoP that
+        # can never answer, and be sent by distance from it instead.
+        raise reader.fail(
+            "default_pop", "names a [[pop]] with no [[edge]]", default_pop
+        )
+    cdn = CdnConfig(name=name, default_pop=default_pop)
     reader.check_unknown()
 
     return cdn

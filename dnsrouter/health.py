@@ -492,17 +492,43 @@ class HealthChecker:
         self._record(result, schedule)
 
     def _record(self, result: ProbeResult, schedule: _Schedule) -> None:
-        was_up = schedule.monitor.health.up
+        before = schedule.monitor.health
         if schedule.monitor.record(result):
             health = schedule.monitor.health
-            if health.up != was_up:
-                # Down is a warning an operator acts on; up is news.
+            edge = schedule.edge
+            for event, reason in transitions(before, health):
+                # Down is a warning an operator acts on; the rest is news.
+                level = logging.WARNING if event == "down" else logging.INFO
                 log.log(
-                    logging.INFO if health.up else logging.WARNING,
-                    "edge %s: name=%s reason=%s", "up" if health.up else "down",
-                    schedule.edge.name, result.detail,
+                    level, "edge %s: name=%s pop=%s reason=%s",
+                    event, edge.name, edge.pop, reason,
                 )
-            self.on_change(schedule.edge.name, health)
+            self.on_change(edge.name, health)
+
+
+def transitions(
+    before: EdgeHealth, after: EdgeHealth
+) -> list[tuple[str, str]]:
+    """The events an operator is told of between two states of one edge,
+    as (event, reason) pairs: down, up, draining, draining ended,
+    overloaded, overload ended. Hysteresis that holds a failing edge up
+    is not an event."""
+    events = []
+    if before.up != after.up:
+        events.append(("up" if after.up else "down", after.detail))
+    if before.draining != after.draining:
+        event = "draining" if after.draining else "draining ended"
+        events.append((event, after.detail))
+    if before.is_full != after.is_full:
+        if not after.is_full:
+            events.append(("overload ended", after.detail))
+        elif after.overloaded:
+            events.append(("overloaded", f"{after.detail}, overloaded"))
+        else:
+            figures = f"connections {after.connections} of {after.max_connections}"
+            events.append(("overloaded", f"{after.detail}, {figures}"))
+
+    return events
 
 
 def _same_probe(

@@ -104,3 +104,41 @@ def test_missing_geoip_database_is_named_with_its_key(tmp_path: Path):
         f'{path}: geoip.database: file does not exist, '
         f'got "{tmp_path / "GeoIP2-City.mmdb"}"'
     )
+
+
+US41 = '''name = "us41"
+pop = "us"
+ipv4 = "192.0.2.41"
+ipv6 = "2001:db8:50::41"'''
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        # The default PoP of a CDN name must be able to answer.
+        ((US41, US41.replace('pop = "us"', 'pop = "eu"')),
+         'cdn["cdn.example.com."].default_pop: names a [[pop]] with no '
+         '[[edge]], got "us"'),
+        (('name = "ap"', 'name = ""'),
+         'pop[1].name: must not be empty'),
+        (('name = "eu21"', 'name = " "'),
+         'edge[0].name: must not be empty'),
+        (('ipv4 = "192.0.2.41"', 'ipv4 = "192.0.2.21"'),
+         'edge.us41.ipv4: same address as edge eu21, got "192.0.2.21"'),
+        (('ipv6 = "2001:db8:50::41"', 'ipv6 = "2001:DB8:e0::22"'),
+         'edge.us41.ipv6: same address as edge eu22, got "2001:db8:e0::22"'),
+    ],
+)
+def test_unusable_pops_empty_names_and_shared_addresses_are_refused(
+    tmp_path: Path, change: tuple[str, str], message: str
+):
+    """Issue 11: these loaded before and misrouted or hid edges."""
+    body = CASES_TOML.replace(*change, 1)
+    assert body != CASES_TOML
+    path = write_config(tmp_path, body)
+
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+
+    assert str(caught.value) == f"{path}: {message}"
+

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import random
 
 import pytest
@@ -282,3 +283,55 @@ def test_probes_start_every_interval_whatever_the_previous_took():
 
     gaps = [b - a for a, b in zip(starts, starts[1:])]
     assert gaps == pytest.approx([1.0] * 4)
+
+
+DRAINING = ProbeResult(True, draining=True, detail="HTTP 503 draining")
+OVERLOADED = ProbeResult(True, overloaded=True, detail="HTTP 200")
+AT_LIMIT = ProbeResult(
+    True, connections=1000, max_connections=1000, detail="HTTP 200"
+)
+
+
+@pytest.mark.parametrize(
+    ("results", "expected"),
+    [
+        ([DOWN], [("WARNING", "edge down: name=a pop=eu reason=HTTP 503")]),
+        ([UP, DOWN, DOWN, DOWN],
+         [("WARNING", "edge down: name=a pop=eu reason=HTTP 503")]),
+        ([DOWN, UP, UP],
+         [("WARNING", "edge down: name=a pop=eu reason=HTTP 503"),
+          ("INFO", "edge up: name=a pop=eu reason=HTTP 200")]),
+        ([UP, DRAINING, UP],
+         [("INFO", "edge draining: name=a pop=eu reason=HTTP 503 draining"),
+          ("INFO", "edge draining ended: name=a pop=eu reason=HTTP 200")]),
+        ([OVERLOADED, UP],
+         [("INFO", "edge overloaded: name=a pop=eu reason=HTTP 200, "
+                   "overloaded"),
+          ("INFO", "edge overload ended: name=a pop=eu reason=HTTP 200")]),
+        ([AT_LIMIT],
+         [("INFO", "edge overloaded: name=a pop=eu reason=HTTP 200, "
+                   "connections 1000 of 1000")]),
+        ([UP, UP, DOWN], []),   # hysteresis holds it up: nothing to say
+    ],
+)
+def test_every_edge_state_transition_is_logged_once(
+    results: list[ProbeResult],
+    expected: list[tuple[str, str]],
+    caplog: pytest.LogCaptureFixture,
+):
+    """Down is a warning, every other transition (draining, overloaded,
+    and back) an info line naming the edge, its PoP and the reason."""
+    config = HealthConfig(interval=1.0, timeout=0.5, fall=3, rise=2, jitter=0.0)
+    health, clock, prober, _ = checker(config, edge("a"))
+    caplog.set_level(logging.INFO, logger="dnsrouter.health")
+    health.start()
+
+    for index, result in enumerate(results):
+        prober.set("a", result)
+        clock.advance(1.0 if index else 0.0)  # one probe each
+
+    lines = [
+        (r.levelname, r.getMessage()) for r in caplog.records
+        if r.name == "dnsrouter.health"
+    ]
+    assert lines == expected
