@@ -33,6 +33,16 @@ log = logging.getLogger("dnsrouter.lab.origin")
 MAX_AGE_SECONDS = 60
 
 
+class OriginServer(http.server.ThreadingHTTPServer):
+    """A threading HTTP server that knows the directory it serves."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], root: Path) -> None:
+        super().__init__(address, OriginHandler)
+        self.root = root.resolve()
+
+
 class OriginHandler(http.server.BaseHTTPRequestHandler):
     """Serves GET and HEAD for files below the server's root directory."""
 
@@ -64,7 +74,8 @@ class OriginHandler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def _find_file(self) -> Path | None:
-        root: Path = self.server.root  # type: ignore[attr-defined]
+        assert isinstance(self.server, OriginServer)
+        root = self.server.root
         target = urllib.parse.unquote(self.path.split("?", 1)[0])
         relative = target.lstrip("/") or "index.html"
         candidate = (root / relative).resolve()
@@ -122,9 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(name)s %(message)s")
 
     host, port = parse_listen(args.listen)
-    server = http.server.ThreadingHTTPServer((host, port), OriginHandler)
-    server.root = args.root.resolve()  # type: ignore[attr-defined]
-    server.daemon_threads = True
+    server = OriginServer((host, port), args.root)
 
     def stop(signum: int, frame: FrameType | None) -> None:
         threading.Thread(target=server.shutdown).start()

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import http.client
-import http.server
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from dnsrouter.lab_origin import OriginHandler, parse_listen
+from dnsrouter.lab_origin import OriginServer, parse_listen
 
 
 @pytest.fixture
@@ -19,8 +18,7 @@ def origin(tmp_path: Path) -> Iterator[tuple[str, int]]:
     root.mkdir()
     (root / "index.html").write_text("<p>hello</p>\n")
     (tmp_path / "secret.txt").write_text("outside the root\n")
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), OriginHandler)
-    server.root = root.resolve()  # type: ignore[attr-defined]
+    server = OriginServer(("127.0.0.1", 0), root)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
