@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from edge import admin, cachekey, fastpath, health, respond
+from edge import admin, cachekey, fastpath, front, health, respond
 from edge.config import EdgeConfig, SiteConfig
 from edge.metrics import Metrics
 from edge.origin import OriginClient
@@ -75,7 +75,7 @@ class Edge:
         self._sites = {name: site for site in config.sites
                        for name in site.names}
         self._default_ports = {"80", "443", str(server.port)}
-        self.server: web.Server | None = None
+        self.server: front.EdgeServer | None = None
         self.fast_connections: set[fastpath.FastProtocol] = set()
         self._clock = clock
         self._listeners: list[asyncio.Server] = []
@@ -126,11 +126,18 @@ class Edge:
         await self.proxy.fills.wait_all()
         await self.origin.close()
 
-    def make_server(self) -> web.Server:
+    @property
+    def header_timeout(self) -> float:
+        """Seconds a request head may take to arrive (``edge.front``)."""
+        return self.config.server.header_timeout
+
+    def make_server(self) -> front.EdgeServer:
         """Return the low-level aiohttp server running ``handle``."""
         server = self.config.server
-        self.server = web.Server(
+        self.server = front.EdgeServer(
             self.handle,
+            self,
+            keepalive_timeout=KEEPALIVE_SECONDS,
             max_line_size=server.max_target_bytes * PARSER_SLACK,
             max_field_size=server.max_field_bytes * PARSER_SLACK,
             max_headers=server.max_header_lines,
@@ -222,18 +229,32 @@ class Edge:
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """Answer one request and log it; aiohttp's handler entry point."""
         started = time.monotonic()
-        response = await self.dispatch(request)
+        protocol = request.protocol
+        if isinstance(protocol, front.EdgeRequestHandler):
+            protocol.request_started()
+        try:
+            response = await self.dispatch(request)
+        finally:
+            if isinstance(protocol, front.EdgeRequestHandler):
+                protocol.request_finished()
+        elapsed = (time.monotonic() - started) * 1000
+        self.log_access(request, response, f"{elapsed:.1f}ms")
+
+        return response
+
+    def log_access(
+        self, request: web.BaseRequest, response: web.StreamResponse,
+        note: str,
+    ) -> None:
+        """Count one answered request and write its access-log line."""
         x_cache = response.headers.get("X-Cache", "BYPASS")
         size = response.content_length or 0
         self.metrics.observe_response(x_cache, size)
         if access_log.isEnabledFor(logging.INFO):
             access_log.info(
-                '%s "%s %s" %d %s %d %.1fms', request.remote, request.method,
-                request.raw_path[:200], response.status, x_cache, size,
-                (time.monotonic() - started) * 1000,
+                '%s "%s %s" %d %s %d %s', request.remote, request.method,
+                request.raw_path[:200], response.status, x_cache, size, note,
             )
-
-        return response
 
     async def dispatch(self, request: web.BaseRequest) -> web.StreamResponse:
         """Route a request: limits, health, admin, site, method."""

@@ -26,6 +26,10 @@ DEFAULT_MAX_FIELD_BYTES = 8192
 DEFAULT_MAX_HEADER_BYTES = 32768
 # More header lines than this are rejected by the parser with 400.
 DEFAULT_MAX_HEADER_LINES = 256
+# Seconds a request head may take from its first byte to its end
+# (nginx's client_header_timeout default): long enough for any real
+# client, short enough that trickled heads cannot pin connections.
+DEFAULT_HEADER_TIMEOUT = 60.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +65,7 @@ class ServerConfig:
     health_path: str = "/healthz"
     connect_timeout: float = 5.0
     read_timeout: float = 30.0
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT
     max_target_bytes: int = DEFAULT_MAX_TARGET_BYTES
     max_field_bytes: int = DEFAULT_MAX_FIELD_BYTES
     max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
@@ -150,6 +155,7 @@ _SERVER_KEYS = {f.name for f in dataclasses.fields(ServerConfig)} - {
 _NUMBERS: tuple[tuple[str, type, float], ...] = (
     ("memory_cache_mb", float, 0), ("disk_cache_mb", float, 0),
     ("connect_timeout", float, 0), ("read_timeout", float, 0),
+    ("header_timeout", float, 0.1),
     ("max_body_mb", float, 0), ("max_connections", int, 1),
     ("max_target_bytes", int, 1), ("max_field_bytes", int, 1),
     ("max_header_bytes", int, 1), ("max_header_lines", int, 1),

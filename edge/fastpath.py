@@ -20,7 +20,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from aiohttp import web
+from edge import front
 
 if TYPE_CHECKING:
     from edge.app import Edge
@@ -47,7 +47,7 @@ JOIN_LIMIT = 16 * 1024
 class FastProtocol(asyncio.Protocol):
     """One client connection while it only asks for plain fresh hits."""
 
-    def __init__(self, edge: Edge, fallback: web.Server) -> None:
+    def __init__(self, edge: Edge, fallback: front.EdgeServer) -> None:
         self._edge = edge
         self._fallback = fallback
         self._transport: asyncio.Transport | None = None
@@ -55,6 +55,10 @@ class FastProtocol(asyncio.Protocol):
         self._paused = False
         self.peer = ""
         self.last_active = 0.0
+        # Loop time by which the partial head in the buffer must be
+        # whole (``front`` explains the deadline), and its timer.
+        self._head_deadline: float | None = None
+        self._head_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -67,6 +71,7 @@ class FastProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._edge.fast_connections.discard(self)
         self._transport = None
+        self._end_head_deadline()
 
     def pause_writing(self) -> None:
         self._paused = True
@@ -97,21 +102,52 @@ class FastProtocol(asyncio.Protocol):
             if end < 0:
                 if len(buffer) > MAX_FAST_HEAD:
                     self._hand_over()
+                else:
+                    self._start_head_deadline()
                 return
             answer = self._edge.fast_answer(bytes(buffer[:end]), self.peer)
             if answer is None:
                 self._hand_over()
                 return
             del buffer[:end + 4]
+            self._end_head_deadline()
             for part in answer:
                 transport.write(part)
 
+    def _start_head_deadline(self) -> None:
+        if self._head_timer is not None:
+            return
+        loop = asyncio.get_running_loop()
+        self._head_deadline = loop.time() + self._edge.header_timeout
+        self._head_timer = loop.call_at(self._head_deadline,
+                                        self._head_timed_out)
+
+    def _end_head_deadline(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+        self._head_timer = None
+        self._head_deadline = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        transport = self._transport
+        if transport is None or b"\r\n\r\n" in self._buffer:
+            # Whole heads wait only because the client is not reading.
+            return
+        log.info("request head timed out peer=%s seconds=%s", self.peer,
+                 self._edge.header_timeout)
+        transport.write(front.TIMEOUT_REPLY)
+        transport.close()
+
     def _hand_over(self) -> None:
-        """Give the connection and its unread bytes to aiohttp."""
+        """Give the connection and its unread bytes to aiohttp, with
+        what is left of the head deadline."""
         transport = self._transport
         if transport is None:
             return
         self._edge.fast_connections.discard(self)
+        deadline = self._head_deadline
+        self._end_head_deadline()
         handler = self._fallback()
         transport.set_protocol(handler)
         handler.connection_made(transport)
@@ -121,6 +157,7 @@ class FastProtocol(asyncio.Protocol):
         self._buffer.clear()
         self._transport = None
         if data:
+            handler.watch_head(deadline)
             handler.data_received(data)
 
 
