@@ -1,6 +1,7 @@
 """The `dnsrouter` command: serve, check, explain, check-zone, lab.
 
-Exit status: 0 success, 1 a check found problems, 2 bad usage or a bad
+Exit status: 0 success, 1 a check found problems (a zone that does not
+load, a CDN name that clashes with zone data), 2 bad usage or a bad
 configuration (the error names the file, key and problem; no traceback).
 Each subcommand imports its module lazily, so the CLI works while parts
 of the server are missing or being rewritten.
@@ -97,22 +98,39 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _check(path: str) -> int:
-    """Validate the config, its netmap file and GeoIP database; report."""
+    """Validate what `serve` loads at start, with the same code: config,
+    netmap file, GeoIP database and zones, then how CDN names sit in the
+    zones. Zone problems and CDN name conflicts go to stderr one a line
+    (`file:line: reason`, `file: key: problem`) and give EXIT_PROBLEM; a
+    bad config raises ConfigError (EXIT_USAGE)."""
+    from dnsrouter.cdnzones import find_cdn_name_conflicts
     from dnsrouter.config import load_config
+    from dnsrouter.errors import ZoneError
     from dnsrouter.geoip import GeoDatabase
     from dnsrouter.routing import Router
+    from dnsrouter.zone import load_zone_dir
 
     config = load_config(path)
     geo = GeoDatabase(config.geoip.database)
     router = Router.from_config(config, reactor=None, geo=geo)
+    try:
+        zones = load_zone_dir(config.zones_dir)
+    except ZoneError as error:
+        print(error, file=sys.stderr)
+        return EXIT_PROBLEM
+    problems = find_cdn_name_conflicts(config, zones)
+    if problems:
+        print("\n".join(problems), file=sys.stderr)
+        return EXIT_PROBLEM
+
     print(
         f"{path}: ok: {len(config.cdns)} CDN names, {len(config.pops)} PoPs, "
-        f"{len(config.edges)} edges, {len(router.netmap)} netmap entries, "
+        f"{len(config.edges)} edges, {len(zones.zones)} zones, "
+        f"{len(router.netmap)} netmap entries, "
         f"GeoIP {geo.database_type} at {geo.path}"
     )
 
     return EXIT_OK
-
 
 if __name__ == "__main__":
     sys.exit(main())

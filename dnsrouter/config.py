@@ -14,7 +14,7 @@ import ipaddress
 import math
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -69,6 +69,8 @@ class CdnConfig:
 
     name: str          # absolute, lower-case
     default_pop: str   # for clients that GeoIP and the network map miss
+    # Where it was configured, e.g. `cdn["cdn.example.com."]`, for messages.
+    key: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)
@@ -494,24 +496,34 @@ def _check_shared_addresses(
                 raise reader.fail(key, f"same address as edge {first}", address)
 
 
-def _zone_origins(zones_dir: Path) -> list[str]:
+def _zone_files(zones_dir: Path) -> dict[str, Path]:
+    """Zone origin -> file, as the zone loader names them: `<origin>.zone`."""
     suffix = ".zone"
 
-    return [
-        entry.name[: -len(suffix)].lower().rstrip(".") + "."
+    return {
+        entry.name[: -len(suffix)].lower().rstrip(".") + ".": entry
         for entry in zones_dir.iterdir()
         if entry.name.endswith(suffix)
-    ]
+    }
 
 
 def _parse_cdn(
     reader: _Reader, pops: set[str], populated: set[str], zones_dir: Path
 ) -> CdnConfig:
     name = _parse_name(reader, "name", reader.string("name"))
-    origins = _zone_origins(zones_dir)
-    if not any(name == o or name.endswith("." + o) for o in origins):
+    zone_files = _zone_files(zones_dir)
+    if not any(name == o or name.endswith("." + o) for o in zone_files):
         raise reader.fail(
             "name", f"lies in no zone served from {zones_dir}", name
+        )
+    if name in zone_files:
+        # Known from the file names alone, so refused with the config;
+        # clashes with zone data are found once zones load (cdnzones).
+        raise reader.fail(
+            "name",
+            f"is the apex of zone file {zone_files[name]}, whose SOA and NS "
+            "a CDN name would hide; use a name below it",
+            name,
         )
     default_pop = _parse_pop_ref(reader, "default_pop", pops)
     if default_pop not in populated:
@@ -520,7 +532,7 @@ def _parse_cdn(
         raise reader.fail(
             "default_pop", "names a [[pop]] with no [[edge]]", default_pop
         )
-    cdn = CdnConfig(name=name, default_pop=default_pop)
+    cdn = CdnConfig(name=name, default_pop=default_pop, key=reader.key)
     reader.check_unknown()
 
     return cdn
