@@ -1,8 +1,10 @@
 """The ``cdn-edge`` command: ``serve --config FILE`` and ``check --config FILE``.
 
 Exit status: 0 on a clean stop, 2 for a bad configuration (one line on
-stderr naming file, key and problem), 1 when the listening socket
-cannot be opened. SIGTERM and SIGINT stop the server; SIGUSR1 starts
+stderr naming file, key and problem; an unusable ``server.cache_dir``
+counts, for ``check`` as for ``serve``), 1 when the listening socket
+cannot be opened (one line naming file, ``server.listen`` and the
+reason). SIGTERM and SIGINT stop the server; SIGUSR1 starts
 draining (health answers 503) and SIGUSR2 stops it.
 """
 
@@ -17,6 +19,7 @@ import sys
 from edge.app import Edge
 from edge.config import EdgeConfig, load_config
 from edge.errors import ConfigError
+from edge.storage import prepare_directory
 
 log = logging.getLogger("edge.cli")
 
@@ -34,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config)
+        check_cache_dir(config)
     except ConfigError as exc:
         print(f"cdn-edge: {exc}", file=sys.stderr)
         return 2
@@ -49,11 +53,27 @@ def main(argv: list[str] | None = None) -> int:
     try:
         asyncio.run(serve(config))
     except OSError as exc:
-        print(f"cdn-edge: cannot listen on {config.server.host}:"
-              f"{config.server.port}: {exc.strerror}", file=sys.stderr)
+        print(f"cdn-edge: {config.path}: server.listen: cannot listen on "
+              f"{config.server.host}:{config.server.port}: "
+              f"{exc.strerror or exc}", file=sys.stderr)
         return 1
 
     return 0
+
+
+def check_cache_dir(config: EdgeConfig) -> None:
+    """Raise ConfigError unless ``server.cache_dir`` can hold the cache.
+
+    Creates the directory (as ``serve`` would) and writes a probe file.
+    """
+    try:
+        prepare_directory(config.server.cache_dir)
+    except OSError as exc:
+        where = exc.filename or config.server.cache_dir
+        raise ConfigError(
+            config.path, "server.cache_dir",
+            f"cannot use {where}: {exc.strerror or exc}",
+        ) from None
 
 
 async def serve(config: EdgeConfig) -> None:

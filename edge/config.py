@@ -106,6 +106,12 @@ def load_config(path: str) -> EdgeConfig:
         raise ConfigError(path, "-", f"cannot read: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(path, "-", f"TOML syntax: {exc}") from None
+    except UnicodeDecodeError as exc:
+        # TOML is UTF-8 (TOML 1.0 §"Spec"); tomllib raises this itself.
+        raise ConfigError(
+            path, "-", f"not UTF-8: byte 0x{exc.object[exc.start]:02x} "
+            f"at offset {exc.start}",
+        ) from None
 
     base = os.path.dirname(os.path.abspath(path))
     server = _parse_server(path, base, _table(path, data, "server"))
@@ -244,6 +250,8 @@ def _parse_sites(path: str, value: Any) -> tuple[SiteConfig, ...]:
     seen: set[str] = set()
     for index, table in enumerate(value):
         prefix = f"site[{index}]"
+        if not isinstance(table, dict):
+            raise ConfigError(path, prefix, f"expected a table, got {table!r}")
         for key in table:
             if key not in _SITE_KEYS:
                 raise ConfigError(path, f"{prefix}.{key}", "unknown key")

@@ -161,7 +161,7 @@ class Fill:
         committing = False
         try:
             async for chunk in response.chunks():
-                storage.write(fd, chunk)
+                storage.write(fd, chunk, temp)
                 self.written += len(chunk)
                 self.notify()
             committing = True

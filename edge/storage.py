@@ -166,16 +166,16 @@ class Storage:
         """Create the directories, delete leftovers, load the index.
 
         Blocking; called once at start before serving. An unusable
-        directory is logged and leaves the cache empty and degraded.
+        directory is logged and leaves the cache empty and degraded
+        (the CLI refuses to start on one: see ``prepare_directory``).
         """
         try:
-            os.makedirs(self._tmp, exist_ok=True)
-            os.makedirs(self._objects, exist_ok=True)
+            prepare_directory(self.root)
             for name in os.listdir(self._tmp):
                 os.unlink(os.path.join(self._tmp, name))
             self._load_all()
         except OSError as exc:
-            self._degrade("open", exc)
+            self._degrade("open", exc, self.root)
         self._evict()
         log.info("cache opened objects=%d bytes=%d", len(self._lru), self.bytes)
 
@@ -303,21 +303,24 @@ class Storage:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         except OSError as exc:
-            self._degrade("create", exc)
+            self._degrade("create", exc, path)
             raise StorageError(f"cannot create {path}: {exc}") from None
 
         return fd, path
 
-    def write(self, fd: int, data: bytes) -> None:
-        """Append ``data`` to a temporary body; StorageError on failure."""
+    def write(self, fd: int, data: bytes, path: str) -> None:
+        """Append ``data`` to the temporary file ``path`` open as ``fd``.
+
+        Raises StorageError (and degrades) on failure.
+        """
         try:
             view = memoryview(data)
             while view:
                 written = os.write(fd, view)
                 view = view[written:]
         except OSError as exc:
-            self._degrade("write", exc)
-            raise StorageError(f"write failed: {exc}") from None
+            self._degrade("write", exc, path)
+            raise StorageError(f"cannot write {path}: {exc.strerror}") from None
 
     def discard(self, fd: int, path: str) -> None:
         """Close and delete a temporary body that will not be committed."""
@@ -351,7 +354,7 @@ class Storage:
         except OSError as exc:
             if fd >= 0:
                 self.discard(fd, temp)
-            self._degrade("commit", exc)
+            self._degrade("commit", exc, body_path, meta.primary)
             raise StorageError(f"commit failed: {exc}") from None
         except StorageError:
             self.discard(fd, temp)
@@ -370,7 +373,7 @@ class Storage:
         try:
             await self._write_meta(folder, meta)
         except OSError as exc:
-            self._degrade("update", exc)
+            self._degrade("update", exc, folder, meta.primary)
         fresh = Entry(meta, entry.path)
         fresh.body = entry.body
         self._replace(fresh, keep_body_file=True)
@@ -381,7 +384,7 @@ class Storage:
         temp = os.path.join(self._tmp, secrets.token_hex(12) + ".meta")
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            self.write(fd, meta.to_json())
+            self.write(fd, meta.to_json(), temp)
             await asyncio.get_running_loop().run_in_executor(
                 None, os.fsync, fd
             )
@@ -443,12 +446,35 @@ class Storage:
 
         return len(doomed)
 
-    def _degrade(self, action: str, exc: OSError) -> None:
+    def _degrade(
+        self, action: str, exc: OSError, path: str, key: str = "-"
+    ) -> None:
         self._degraded_until = self._clock() + DEGRADED_SECONDS
         log.error(
-            "cache disk error, pass-through for %ss action=%s error=%s",
-            DEGRADED_SECONDS, action, exc,
+            "cache disk error, pass-through for %ss action=%s file=%s "
+            "key=%s error=%s", DEGRADED_SECONDS, action,
+            exc.filename or path, key, exc.strerror or exc,
         )
+
+
+def prepare_directory(root: str) -> None:
+    """Create ``root``'s ``tmp`` and ``objects`` and prove ``tmp`` takes
+    a file; raise OSError (with the failing path) when it cannot.
+
+    Blocking. ``cdn-edge check`` and ``serve`` call it before anything
+    else, so a cache directory that can never work stops the edge at
+    start instead of degrading it for good.
+    """
+    tmp = os.path.join(root, "tmp")
+    os.makedirs(tmp, exist_ok=True)
+    os.makedirs(os.path.join(root, "objects"), exist_ok=True)
+    probe = os.path.join(tmp, f"probe-{secrets.token_hex(4)}.part")
+    fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, b"probe")
+    finally:
+        os.close(fd)
+        os.unlink(probe)
 
 
 def new_body_file(name: str) -> str:

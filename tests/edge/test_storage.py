@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import pytest
+
 from edge.app import Edge
 from edge.storage import ObjectMeta, Storage, new_body_file
 from tests.edge.conftest import EdgeUnderTest, FakeClock, Origin, make_config
@@ -22,7 +24,7 @@ def _meta(name: str, length: int, primary: str = "s /x") -> ObjectMeta:
 async def _store(storage: Storage, name: str, body: bytes,
                  primary: str | None = None) -> None:
     fd, temp = storage.new_temp()
-    storage.write(fd, body)
+    storage.write(fd, body, temp)
     await storage.commit(_meta(name, len(body), primary or f"s /{name}"),
                          fd, temp)
 
@@ -82,10 +84,11 @@ async def test_memory_tier_is_bounded(tmp_path: Any) -> None:
 
 
 async def test_unwritable_cache_degrades_to_pass_through(
-    tmp_path: Any, origin: Origin
+    tmp_path: Any, origin: Origin, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A cache directory that cannot be created never fails requests:
-    the edge answers from the origin and logs the error."""
+    the edge answers from the origin and logs the error naming the
+    file that failed."""
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     clock = FakeClock()
@@ -100,3 +103,6 @@ async def test_unwritable_cache_degrades_to_pass_through(
 
     assert [(r.status, r.body) for r in replies] == [(200, b"pass")] * 2
     assert origin.count("/p") == 2
+    errors = [r.getMessage() for r in caplog.records
+              if r.name == "edge.storage" and r.levelname == "ERROR"]
+    assert errors and f"file={blocker}" in errors[0]
