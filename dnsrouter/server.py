@@ -5,6 +5,9 @@ two-octet length prefix (RFC 1035 section 4.2.2), several queries may
 arrive back to back and are all answered (section 6.2.1.1), an idle
 connection is closed after a timeout (section 6.2.3), and the number of
 open connections is capped so idle clients cannot exhaust descriptors.
+Section 10's abuses are bounded too: a client that does not read its
+replies stops being read, one that trickles octets is cut off, and at
+the cap an idle or trickling connection makes room for a new one.
 
 Protocols hold a ResponderSlot, not a Responder, so a reload swaps the
 zones for every listener at once.
@@ -26,9 +29,20 @@ from dnsrouter.responder import Responder
 
 log = logging.getLogger("dnsrouter.server")
 
-# A pending TCP message cannot exceed the 16-bit length plus its prefix.
-MAX_TCP_BUFFER = 2 + 65535
 LISTEN_BACKLOG = 1024
+
+# Time to receive one whole TCP message once its first octet is in.  A
+# query is one or two segments, so a client slower than this is holding
+# a connection, not sending (RFC 7766 section 10).
+MESSAGE_TIMEOUT = 5.0
+
+# After a graceful close, time for unsent replies to drain before the
+# connection is cut; a client that does not read must not keep it.
+CLOSE_GRACE = 2.0
+
+# At the connection cap, a connection whose unfinished message began
+# this long ago may be displaced; a normal query arrives well within it.
+EVICT_SLOW_AFTER = 1.0
 
 
 class ResponderSlot:
@@ -60,65 +74,150 @@ class DnsDatagramProtocol(protocol.DatagramProtocol):
 class DnsStreamProtocol(protocol.Protocol):
     """One TCP connection: length-framed queries, answered in order.
 
-    The protocol registers itself as the producer of its replies: when a
-    client stops reading and the transport's buffer fills, Twisted pauses
-    us and we stop reading its queries, so memory stays bounded.
+    Memory: the protocol is the push producer of its replies.  When a
+    client stops reading and the transport holds more than its buffer
+    size (64 KiB), Twisted pauses us; we then answer nothing more and
+    stop reading the socket until the replies drain, so one connection
+    holds at most one read of queries and the buffer plus one reply.
+
+    Time (RFC 7766 section 6.2.3 and 10): the idle timer restarts only
+    when a whole query has been answered, never on partial octets; a
+    message must arrive whole within MESSAGE_TIMEOUT of its first octet;
+    a client that leaves replies unread until the idle timer fires is
+    cut off, since a graceful close would wait on it for ever.
     """
 
     transport: Any
 
     def __init__(self, factory: "DnsStreamFactory") -> None:
         self.factory = factory
-        self.buffer = b""
-        self.timer: Any = None
+        self.buffer = bytearray()
         self.peer = ""
+        self.paused = False
+        self.idle_timer: Any = None
+        self.message_timer: Any = None
+        self.message_started = 0.0
+        self.abort_timer: Any = None
 
     def connectionMade(self) -> None:
         self.peer = _host(self.transport.getPeer())
-        self.factory.active += 1
+        self.factory.opened(self)
         self.transport.registerProducer(self, True)
-        self.timer = self.factory.reactor.callLater(
+        self.idle_timer = self.factory.reactor.callLater(
             self.factory.idle_timeout, self._idle
         )
 
+    def is_idle(self) -> bool:
+        """No query in flight: nothing half received, no replies stuck."""
+        return not self.buffer and not self.paused
+
+    def is_receiving(self) -> bool:
+        """A message is half received (its first octets are in)."""
+        return self.message_timer is not None
+
     def dataReceived(self, data: bytes) -> None:
         self.buffer += data
-        if self.timer is not None and self.timer.active():
-            self.timer.reset(self.factory.idle_timeout)
+        self._answer_whole_messages()
+
+    def _answer_whole_messages(self) -> None:
+        """Answer each whole message in the buffer until paused, then
+        set the timers for what is left."""
+        buffer = self.buffer
         responder = self.factory.slot.current
-        while len(self.buffer) >= 2:
-            (length,) = struct.unpack_from("!H", self.buffer)
-            if len(self.buffer) < 2 + length:
+        offset = 0
+        answered = False
+        while not self.paused and len(buffer) - offset >= 2:
+            (length,) = struct.unpack_from("!H", buffer, offset)
+            end = offset + 2 + length
+            if len(buffer) < end:
                 break
-            message = self.buffer[2 : 2 + length]
-            self.buffer = self.buffer[2 + length :]
+            message = bytes(buffer[offset + 2 : end])
+            offset = end
+            answered = True
             reply = responder.respond(message, self.peer, "tcp")
             if reply is not None:
+                # May call pauseProducing, which ends this loop.
                 self.transport.write(struct.pack("!H", len(reply)) + reply)
+        del buffer[:offset]
+
+        if answered:
+            self.factory.touched(self)
+            if self.idle_timer is not None and self.idle_timer.active():
+                self.idle_timer.reset(self.factory.idle_timeout)
+        self._time_message(answered)
+
+    def _time_message(self, answered: bool) -> None:
+        """Start the whole-message clock when a new message has begun;
+        stop it when nothing is half received or we are not reading."""
+        if not self.buffer or self.paused:
+            self._cancel_message_timer()
+        elif answered or self.message_timer is None:
+            self._cancel_message_timer()
+            self.message_started = self.factory.reactor.seconds()
+            self.message_timer = self.factory.reactor.callLater(
+                self.factory.message_timeout, self._too_slow
+            )
+
+    def _cancel_message_timer(self) -> None:
+        if self.message_timer is not None and self.message_timer.active():
+            self.message_timer.cancel()
+        self.message_timer = None
 
     def pauseProducing(self) -> None:
+        self.paused = True
         self.transport.pauseProducing()
 
     def resumeProducing(self) -> None:
-        self.transport.resumeProducing()
+        self.paused = False
+        self._answer_whole_messages()
+        if not self.paused:
+            self.transport.resumeProducing()
 
     def stopProducing(self) -> None:
         self.transport.loseConnection()
 
+    def _too_slow(self) -> None:
+        self.message_timer = None
+        log.info("tcp slow_message_close peer=%s", self.peer)
+        self.transport.abortConnection()
+
     def _idle(self) -> None:
-        self.timer = None
+        self.idle_timer = None
+        if self.paused:
+            log.info("tcp unread_replies_close peer=%s", self.peer)
+            self.transport.abortConnection()
+            return
+
         log.debug("tcp idle_close peer=%s", self.peer)
         self.transport.loseConnection()
+        # Replies the client never reads would hold a graceful close open.
+        self.abort_timer = self.factory.reactor.callLater(
+            CLOSE_GRACE, self.transport.abortConnection
+        )
+
+    def evict(self, reason: str) -> None:
+        """Close now to make room for a new connection (RFC 7766 6.2.3)."""
+        log.info("tcp evict peer=%s reason=%s", self.peer, reason)
+        self.factory.closed(self)
+        self.transport.abortConnection()
 
     def connectionLost(self, reason: Any = None) -> None:
-        self.factory.active -= 1
-        if self.timer is not None and self.timer.active():
-            self.timer.cancel()
-        self.timer = None
+        self.factory.closed(self)
+        self._cancel_message_timer()
+        for timer in (self.idle_timer, self.abort_timer):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self.idle_timer = self.abort_timer = None
 
 
 class DnsStreamFactory(protocol.ServerFactory):
-    """Builds TCP protocols up to `max_connections` open at once."""
+    """Builds TCP protocols up to `max_connections` open at once.
+
+    At the cap, a new connection first displaces the connection idle the
+    longest, else the one that has spent longest on an unfinished
+    message (past EVICT_SLOW_AFTER); only when every connection has a
+    query being answered is the new one refused (RFC 7766 section 6.2.3).
+    """
 
     def __init__(
         self,
@@ -126,23 +225,62 @@ class DnsStreamFactory(protocol.ServerFactory):
         reactor: Any,
         idle_timeout: float,
         max_connections: int,
+        message_timeout: float = MESSAGE_TIMEOUT,
     ) -> None:
         self.slot = slot
         self.reactor = reactor
         self.idle_timeout = idle_timeout
+        self.message_timeout = message_timeout
         self.max_connections = max_connections
-        self.active = 0
+        # Least recently answered first: the eviction order.
+        self.connections: dict[DnsStreamProtocol, None] = {}
+
+    @property
+    def active(self) -> int:
+        """Connections open and counted against the cap."""
+        return len(self.connections)
+
+    def opened(self, proto: DnsStreamProtocol) -> None:
+        self.connections[proto] = None
+
+    def touched(self, proto: DnsStreamProtocol) -> None:
+        """A query was answered on `proto`: it is now the most recent."""
+        if self.connections.pop(proto, False) is None:
+            self.connections[proto] = None
+
+    def closed(self, proto: DnsStreamProtocol) -> None:
+        self.connections.pop(proto, None)
 
     # Twisted's stub says Protocol; None is its documented refusal.
     def buildProtocol(  # type: ignore[override]
         self, addr: IAddress
     ) -> DnsStreamProtocol | None:
-        if self.active >= self.max_connections:
+        if self.active >= self.max_connections and not self._make_room():
             # Returning None makes Twisted close the connection at once.
             log.warning("tcp connection_refused peer=%s reason=cap", _host(addr))
             return None
 
         return DnsStreamProtocol(self)
+
+    def _make_room(self) -> bool:
+        """Evict one connection that is idle, or slow to send a message."""
+        victim = next((p for p in self.connections if p.is_idle()), None)
+        reason = "idle"
+        if victim is None:
+            cutoff = self.reactor.seconds() - EVICT_SLOW_AFTER
+            slow = [
+                p
+                for p in self.connections
+                if p.is_receiving() and p.message_started <= cutoff
+            ]
+            victim = min(slow, key=lambda p: p.message_started, default=None)
+            reason = "slow_message"
+        if victim is None:
+            return False
+
+        victim.evict(reason)
+
+        return True
 
 
 def _host(address: Any) -> str:

@@ -26,6 +26,7 @@ zones_dir = "zones"
 server_id = "router-e2e"
 version = "pycdn-dnsrouter"
 workers = {workers}
+{server_extra}
 
 [geoip]
 database = "{geoip}"
@@ -57,12 +58,19 @@ def dig(port: int, *args: str, server: str = "127.0.0.1") -> str:
     return result.stdout
 
 
-def start(tmp_path: Path, workers: int = 1) -> tuple[subprocess.Popen[str], int]:
+def start(
+    tmp_path: Path, workers: int = 1, server_extra: str = ""
+) -> tuple[subprocess.Popen[str], int]:
+    """Start the router with the fixture zone; `server_extra` is TOML
+    added to its [server] table.  Returns once it answers."""
     port = free_port()
     shutil.copytree(ZONES, tmp_path / "zones", dirs_exist_ok=True)
     (tmp_path / "router.toml").write_text(
         CONFIG.format(
-            port=port, workers=workers, geoip=REPO / "geodata" / "test-city.mmdb"
+            port=port,
+            workers=workers,
+            server_extra=server_extra,
+            geoip=REPO / "geodata" / "test-city.mmdb",
         )
     )
     proc = subprocess.Popen(
