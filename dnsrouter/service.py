@@ -4,7 +4,8 @@
 serves itself; with more, it forks that many workers before any reactor
 exists (a reactor must not cross a fork), each binding the listen
 addresses with SO_REUSEPORT, and supervises them: SIGHUP and SIGTERM are
-passed on, and a worker that dies unexpectedly is started again.
+passed on, and a worker that dies unexpectedly is started again, after
+a delay that grows while workers keep dying soon after they start.
 
 Reload (SIGHUP) is all or nothing: the new config and every zone are
 loaded first; if any fails, the error is logged and the old state keeps
@@ -27,8 +28,14 @@ log = logging.getLogger("dnsrouter.service")
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 
-# A worker that keeps dying is restarted at most this often (seconds).
+# A worker that dies is restarted after at least this long (seconds).
 RESTART_INTERVAL = 1.0
+# A worker that dies within this long of its start is failing to start,
+# not crashing under load: each such death in a row doubles the delay
+# before the next restart, up to RESTART_MAX_DELAY, so a broken worker
+# costs a fork every half minute, not a tight loop of tracebacks.
+QUICK_DEATH = 10.0
+RESTART_MAX_DELAY = 30.0
 
 
 def run(config_path: str) -> int:
@@ -205,20 +212,38 @@ class _Supervisor:
         self.children: dict[int, float] = {}
         self.stopping = False
         self.status = EXIT_OK
+        self.backoff = RestartBackoff()
 
     def start_worker(self) -> None:
         pid = os.fork()
         if pid == 0:
-            code = EXIT_FAILURE
-            try:
-                signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until serving
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                signal.signal(signal.SIGINT, signal.SIG_DFL)
-                code = serve(self.config_path, reuse_port=True)
-            finally:
-                os._exit(code)
+            os._exit(self._run_worker())
         self.children[pid] = time.monotonic()
         log.info("worker started pid=%d", pid)
+
+    def _run_worker(self) -> int:
+        """The child's whole life; returns its exit status.
+
+        The child must leave through os._exit (the parent's state is not
+        its to clean up), which skips every flush: so the traceback of a
+        crash is logged, and stderr flushed, here first.
+        """
+        code = EXIT_FAILURE
+        try:
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until serving
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            code = serve(self.config_path, reuse_port=True)
+        except BaseException:
+            log.critical("worker crashed pid=%d", os.getpid(), exc_info=True)
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except (OSError, ValueError):
+                    pass
+
+        return code
 
     def forward(self, signum: int, _frame: Any) -> None:
         """Pass a signal on to every worker; TERM and INT mean stopping."""
@@ -244,12 +269,65 @@ class _Supervisor:
         return self.status
 
     def replace(self, pid: int, code: int, started: float) -> None:
-        log.error("worker died pid=%d status=%d", pid, code)
-        if os.waitstatus_to_exitcode(code) == EXIT_CONFIG:
+        """Start a worker in place of one that died, after a delay."""
+        uptime = time.monotonic() - started
+        exit_code = os.waitstatus_to_exitcode(code)
+        if exit_code == EXIT_CONFIG:
+            log.error("worker died pid=%d exit=%d config_error", pid, exit_code)
             # The config went bad under us: restarting cannot help.
             self.status = EXIT_CONFIG
             self.forward(signal.SIGTERM, None)
             return
-        time.sleep(max(0.0, RESTART_INTERVAL - (time.monotonic() - started)))
+        delay = self.backoff.delay_after(uptime)
+        log.error(
+            "worker died pid=%d %s uptime=%.1fs quick_deaths=%d "
+            "restart_in=%.1fs",
+            pid,
+            _describe_exit(exit_code),
+            uptime,
+            self.backoff.quick_deaths,
+            delay,
+        )
+        self._pause(delay)
         if not self.stopping:  # a SIGTERM may have come during the pause
             self.start_worker()
+
+    def _pause(self, seconds: float) -> None:
+        """Sleep, but return soon after a SIGTERM sets `stopping`."""
+        deadline = time.monotonic() + seconds
+        while not self.stopping and time.monotonic() < deadline:
+            time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+
+
+@dataclass
+class RestartBackoff:
+    """How long to wait before restarting a worker that died.
+
+    Pure bookkeeping, shared by all worker slots: a worker that lived
+    QUICK_DEATH seconds or more is restarted after RESTART_INTERVAL and
+    clears the count; each quick death in a row doubles the delay, up to
+    RESTART_MAX_DELAY.
+    """
+
+    quick_deaths: int = 0
+
+    def delay_after(self, uptime: float) -> float:
+        """Record a death after `uptime` seconds; return the delay."""
+        if uptime >= QUICK_DEATH:
+            self.quick_deaths = 0
+            return RESTART_INTERVAL
+
+        self.quick_deaths += 1
+        delay = RESTART_INTERVAL * 2 ** min(self.quick_deaths - 1, 16)
+
+        return min(RESTART_MAX_DELAY, delay)
+
+
+def _describe_exit(exit_code: int) -> str:
+    """`exit=N` or `signal=NAME`, from os.waitstatus_to_exitcode."""
+    if exit_code >= 0:
+        return "exit=%d" % exit_code
+    try:
+        return "signal=%s" % signal.Signals(-exit_code).name
+    except ValueError:
+        return "signal=%d" % -exit_code
