@@ -302,12 +302,22 @@ class Responder:
     def _cdn(
         self, query: Query, qkey: bytes, cdn_name: str, peer: str, subnet: Any
     ) -> _Decision:
-        """A and AAAA from the router; every other type is NODATA."""
+        """A and AAAA from the router; ANY gets one of them (RFC 8482
+        section 4.1: a non-empty subset of what exists, A first, AAAA
+        when the name has no IPv4 edge); every other type is NODATA."""
         qtype = query.qtype
-        if qtype not in (rdata.A, rdata.AAAA) or self.router is None:
+        if qtype not in (rdata.A, rdata.AAAA, rdata.ANY) or self.router is None:
             return self._nodata(query.qname, qkey, 0)
 
-        answer = self.router.route(cdn_name, qtype, self._resolver(peer), subnet)
+        resolver = self._resolver(peer)
+        if qtype == rdata.ANY:
+            qtype = rdata.A
+            answer = self.router.route(cdn_name, qtype, resolver, subnet)
+            if not answer.addresses:
+                qtype = rdata.AAAA
+                answer = self.router.route(cdn_name, qtype, resolver, subnet)
+        else:
+            answer = self.router.route(cdn_name, qtype, resolver, subnet)
         if not answer.addresses:
             return self._nodata(query.qname, qkey, answer.scope_prefix)
         key = (qkey, qtype, answer)

@@ -27,10 +27,12 @@ US_V6 = ("2001:db8:50::41",)
 @dataclass
 class FakeRouter:
     """Answers cdn.example.com: EU edges for 198.51.100.0/24 subnets
-    (scope 24), the US edge otherwise; records every call."""
+    (scope 24), the US edge otherwise; no address at all when `empty`,
+    no IPv4 address when `ipv6_only`; records every call."""
 
     calls: list[tuple[str, int, Any, Any]] = field(default_factory=list)
     empty: bool = False
+    ipv6_only: bool = False
 
     def is_cdn_name(self, qname: str) -> bool:
         return qname == "cdn.example.com."
@@ -41,6 +43,8 @@ class FakeRouter:
             return RouteAnswer((), 30, 0)
         if qtype == 28:
             return RouteAnswer(US_V6, 30, 0)
+        if self.ipv6_only:
+            return RouteAnswer((), 30, 0)
         if subnet is not None and str(subnet.network) == "198.51.100.0/24":
             return RouteAnswer(EU_V4, 30, 24)
 

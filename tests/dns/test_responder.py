@@ -11,6 +11,7 @@ import dns.message
 import dns.opcode
 import dns.rcode
 import dns.rdataclass
+import dns.rdatatype
 import dns.rrset
 import pytest
 
@@ -156,6 +157,57 @@ def test_any_is_answered_with_one_rrset() -> None:
     reply = ask(make_responder(), "example.com", "ANY")
 
     assert len(reply.answer) == 1
+
+
+@pytest.mark.parametrize(
+    ("router", "expected"),
+    [
+        (FakeRouter(), {"cdn.example.com. 30 IN A 192.0.2.41"}),
+        (FakeRouter(ipv6_only=True), {"cdn.example.com. 30 IN AAAA 2001:db8:50::41"}),
+    ],
+)
+def test_any_for_a_cdn_name_gets_its_a_or_else_its_aaaa_rrset(
+    router: FakeRouter, expected: set[str]
+) -> None:
+    """RFC 8482 section 4.1: ANY for a CDN name is answered with one of
+    the RRsets it has (A, or AAAA when it has no IPv4 edge), with AA."""
+    reply = ask(make_responder(router), "cdn.example.com", "ANY")
+
+    assert reply.rcode() == dns.rcode.NOERROR and reply.flags & dns.flags.AA
+    assert rrsets_text(reply.answer) == expected
+
+
+def test_any_for_a_cdn_name_without_edges_is_nodata_with_soa() -> None:
+    """With no address at all, ANY is NODATA with the zone's SOA."""
+    reply = ask(make_responder(FakeRouter(empty=True)), "cdn.example.com", "ANY")
+
+    assert reply.rcode() == dns.rcode.NOERROR and reply.answer == []
+    assert reply.authority[0].rdtype == dns.rdatatype.SOA
+
+
+@pytest.mark.parametrize(
+    ("qtype", "rcode"),
+    [
+        (41, dns.rcode.FORMERR),  # OPT
+        (128, dns.rcode.FORMERR),  # first of the meta range
+        (249, dns.rcode.FORMERR),  # TKEY
+        (250, dns.rcode.FORMERR),  # TSIG
+        (253, dns.rcode.NOTIMP),  # MAILB
+        (254, dns.rcode.NOTIMP),  # MAILA
+    ],
+)
+def test_meta_qtypes_get_formerr_and_mail_qtypes_notimp(qtype: int, rcode: int) -> None:
+    """RFC 6895 3.1: OPT, TKEY, TSIG and the 128-250 meta range are never
+    questions (FORMERR); the obsolete MAILA/MAILB are NOTIMP, as BIND."""
+    header = bytes.fromhex("abcd00000001000000000000")
+    question = b"\x03www\x07example\x03com\x00" + bytes([0, qtype, 0, 1])
+
+    data = ask_bytes(make_responder(FakeRouter()), header + question)
+
+    assert data is not None
+    reply = dns.message.from_wire(data)
+    assert reply.id == 0xABCD and reply.rcode() == rcode
+    assert reply.answer == [] and not reply.flags & dns.flags.AA
 
 
 def write_zone(tmp_path: Path, body: str) -> Path:

@@ -124,10 +124,12 @@ def test_tc_then_tcp_retry_gets_the_whole_rrset(router) -> None:
 
 
 def test_cdn_name_is_answered_from_the_router(router) -> None:
-    """cdn.example.com is routed (fail-open US edge: no health server)."""
+    """cdn.example.com is routed (fail-open US edge: no health server);
+    ANY gets that A RRset (RFC 8482 section 4.1), not NODATA."""
     _, port, _ = router
 
     assert dig(port, "cdn.example.com", "+short").split() == ["192.0.2.41"]
+    assert dig(port, "cdn.example.com", "ANY", "+short").split() == ["192.0.2.41"]
 
 
 def test_sighup_applies_a_good_zone_and_keeps_old_on_a_bad_one(router) -> None:
