@@ -137,8 +137,9 @@ def test_edge_passes_every_conformance_test_the_baseline_passes(
 ) -> None:
     """No suite test that passes in baseline.json fails against the edge.
 
-    A test that fails once but passes when re-run alone is reported as
-    intermittent and does not fail the gate; one that fails twice does.
+    A test that fails once but passes when the suite is run again is
+    reported as intermittent and does not fail the gate; one that fails
+    in three runs in a row does.
     """
     base_summary, baseline = results.read_results(harness.BASELINE_PATH)
     workdir = tmp_path / "run"
