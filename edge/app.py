@@ -36,8 +36,11 @@ MB = 1024 * 1024
 # the parser's generic 400.
 PARSER_SLACK = 4
 REFUSED_METHODS = frozenset({"CONNECT", "TRACE"})
-# Idle keep-alive connections are closed after this (aiohttp's default).
+# Idle keep-alive connections are closed after this (nginx's default).
 KEEPALIVE_SECONDS = 75.0
+# After the shutdown grace, handlers get this long to notice that their
+# connection was cut before the edge stops regardless.
+CUT_WAIT_SECONDS = 1.0
 
 
 @functools.lru_cache(maxsize=65536)
@@ -112,19 +115,49 @@ class Edge:
                 if connection.last_active < limit:
                     connection.close()
 
-    async def close(self) -> None:
-        """Stop listening, close connections, let fills finish, then
-        close the origin client."""
+    async def close(self, grace: float | None = None) -> None:
+        """Stop: stop listening, give the answers in progress up to
+        ``grace`` seconds (default ``server.shutdown_grace``) to reach
+        their clients, then cut what is left, abandon the fills in
+        flight (their temporary files are deleted) and close the origin
+        client. Idle connections are closed at once.
+        """
+        if grace is None:
+            grace = self.config.server.shutdown_grace
+        deadline = time.monotonic() + grace
         for listener in self._listeners:
             listener.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
         for connection in list(self.fast_connections):
+            # Sends what is already written, then closes.
             connection.close()
-        if self.server is not None:
-            await self.server.shutdown(1.0)
-        await self.proxy.fills.wait_all()
+        general = list(self.server.connections) if self.server else []
+        # aiohttp closes idle connections at once and waits for handlers;
+        # past the grace it would wait as long again, so the cut is ours.
+        shutdown = asyncio.ensure_future(
+            self.server.shutdown(grace) if self.server else asyncio.sleep(0))
+        await asyncio.wait({shutdown}, timeout=grace)
+        while self.fast_connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        self._cut(general)
+        abandoned = await self.proxy.fills.cancel_all()
+        if abandoned:
+            log.info("stopping: %d fill(s) abandoned", abandoned)
+        # Handlers end as their connection or fill goes; one that waits
+        # on an origin is left to the loop's own cancellation at exit.
+        await asyncio.wait({shutdown}, timeout=CUT_WAIT_SECONDS)
         await self.origin.close()
+
+    def _cut(self, general: list[web.RequestHandler]) -> None:
+        """Drop every client connection still open, unsent bytes too."""
+        for connection in list(self.fast_connections):
+            connection.abort()
+        for handler in general:
+            transport = handler.transport
+            if transport is not None and not transport.is_closing():
+                log.info("stopping: answer in progress cut")
+                transport.abort()
 
     @property
     def header_timeout(self) -> float:

@@ -90,9 +90,15 @@ class FastProtocol(asyncio.Protocol):
         self._process()
 
     def close(self) -> None:
-        """Close the connection (shutdown, idle timeout)."""
+        """Close the connection once what is written has been sent
+        (shutdown, idle timeout)."""
         if self._transport is not None:
             self._transport.close()
+
+    def abort(self) -> None:
+        """Drop the connection now, unsent bytes included."""
+        if self._transport is not None:
+            self._transport.abort()
 
     def _process(self) -> None:
         transport = self._transport

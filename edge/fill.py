@@ -234,6 +234,20 @@ class FillRegistry:
         task.add_done_callback(self._tasks.discard)
 
     async def wait_all(self) -> None:
-        """Wait for every fill task (used at shutdown)."""
+        """Wait for every fill task to end."""
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def cancel_all(self) -> int:
+        """Cancel every fill task and wait for them; return how many.
+
+        A cancelled fill deletes its temporary file and is not kept
+        (``Fill.copy_body``). Used at shutdown, once no client is left
+        to receive what the fills would bring.
+        """
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+        return len(tasks)

@@ -8,8 +8,10 @@ time-dependent cases advance time instead of sleeping.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import dataclasses
+import socket
 import time
 from typing import Any, AsyncIterator, Awaitable, Callable
 
@@ -230,10 +232,28 @@ async def serve_edge(
         await under_test.stop()
 
 
+def free_port() -> int:
+    """Return a loopback TCP port that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def wait_up(session: aiohttp.ClientSession, url: str) -> None:
+    """Wait (at most 5 s) until the edge at ``url`` answers its health."""
+    for _ in range(100):
+        try:
+            async with session.get(url + "/healthz") as response:
+                if response.status == 200:
+                    return
+        except aiohttp.ClientError:
+            pass
+        await asyncio.sleep(0.05)
+    raise AssertionError("edge did not start")
+
+
 async def raw_exchange(port: int, data: bytes, timeout: float = 5.0) -> bytes:
     """Send raw bytes to 127.0.0.1:port and read until the peer closes."""
-    import asyncio
-
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(data)
     await writer.drain()

@@ -6,7 +6,6 @@ import asyncio
 import hashlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 from typing import Any
@@ -16,15 +15,9 @@ import pytest
 from aiohttp import web
 
 from edge.cli import main
-from tests.edge.conftest import Origin
+from tests.edge.conftest import Origin, free_port, wait_up
 
 pytestmark = pytest.mark.e2e
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _write_config(path: Any, origin_url: str, port: int) -> None:
@@ -65,7 +58,7 @@ async def test_serve_process_fills_survives_restart_and_drains(
     """cdn-edge serve: MISS then HIT; the cache survives a restart; SIGUSR1
     makes health 503."""
     origin.static("/index.html", "hello", Cache_Control="max-age=600")
-    port = _free_port()
+    port = free_port()
     config = tmp_path / "edge.toml"
     _write_config(config, origin.url, port)
     url = f"http://127.0.0.1:{port}"
@@ -77,7 +70,7 @@ async def test_serve_process_fills_survives_restart_and_drains(
         )
         try:
             async with aiohttp.ClientSession() as session:
-                await _wait_up(session, url)
+                await wait_up(session, url)
                 for _ in range(2):
                     async with session.get(
                         url + "/index.html", headers={"Host": "cdn.example.com"}
@@ -114,7 +107,7 @@ async def test_kill_9_during_fills_never_leaves_a_partial_object(
     for path, body in bodies.items():
         slow = not path.endswith(tuple(f"/{n}" for n in range(10)))
         origin.route(path, _paced(body, slow))
-    port = _free_port()
+    port = free_port()
     config = tmp_path / "edge.toml"
     _write_config(config, origin.url, port)
     url = f"http://127.0.0.1:{port}"
@@ -123,7 +116,7 @@ async def test_kill_9_during_fills_never_leaves_a_partial_object(
     proc = _start_edge(config)
     try:
         async with aiohttp.ClientSession() as session:
-            await _wait_up(session, url)
+            await wait_up(session, url)
 
             async def fetch(path: str) -> None:
                 try:
@@ -144,7 +137,7 @@ async def test_kill_9_during_fills_never_leaves_a_partial_object(
     proc = _start_edge(config)
     try:
         async with aiohttp.ClientSession() as session:
-            await _wait_up(session, url)
+            await wait_up(session, url)
             leftovers = os.listdir(tmp_path / "cache" / "tmp")
             results = {}
             for path in bodies:
@@ -180,14 +173,14 @@ async def test_memory_stays_bounded_for_a_large_object(
         return response
 
     origin.route("/huge", huge)
-    port = _free_port()
+    port = free_port()
     config = tmp_path / "edge.toml"
     _write_config(config, origin.url, port)
     url = f"http://127.0.0.1:{port}"
     proc = _start_edge(config)
     try:
         async with aiohttp.ClientSession() as session:
-            await _wait_up(session, url)
+            await wait_up(session, url)
             before = _rss(proc.pid)
             peak = before
             received = 0
@@ -226,15 +219,3 @@ def _paced(body: bytes, slow: bool):  # type: ignore[no-untyped-def]
         return response
 
     return handler
-
-
-async def _wait_up(session: aiohttp.ClientSession, url: str) -> None:
-    for _ in range(100):
-        try:
-            async with session.get(url + "/healthz") as response:
-                if response.status == 200:
-                    return
-        except aiohttp.ClientError:
-            pass
-        await asyncio.sleep(0.05)
-    raise AssertionError("edge did not start")
