@@ -8,8 +8,9 @@ passed on, and a worker that dies unexpectedly is started again, after
 a delay that grows while workers keep dying soon after they start.
 
 Reload (SIGHUP) is all or nothing: the new config and every zone are
-loaded first; if any fails, the error is logged and the old state keeps
-serving.  Listen addresses and worker count are read at start only.
+loaded first, and the CDN names checked against the zones; if any fails,
+the error is logged and the old state keeps serving.  Listen addresses
+and worker count are read at start only.
 """
 
 from __future__ import annotations
@@ -41,20 +42,22 @@ RESTART_MAX_DELAY = 30.0
 def run(config_path: str) -> int:
     """Serve until SIGTERM or SIGINT; returns the process exit status.
 
-    2 when the config or a zone cannot be loaded at start (the message
-    goes to stderr), 1 when a listen address cannot be bound, else 0.
+    2 when the config or a zone cannot be loaded at start or a CDN name
+    clashes with zone data (the message goes to stderr), 1 when a listen
+    address cannot be bound, else 0.
     Blocks in the reactor.
     """
     _setup_logging()
     # A SIGHUP before the reload handler exists must not kill the process;
     # the config is read fresh at start anyway.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    from dnsrouter.cdnzones import check_cdn_names
     from dnsrouter.config import load_config
     from dnsrouter.zone import load_zone_dir
 
     try:
         config = load_config(config_path)
-        load_zone_dir(config.zones_dir)
+        check_cdn_names(config, load_zone_dir(config.zones_dir))
     except (ConfigError, ZoneError) as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_CONFIG
@@ -152,10 +155,15 @@ def _stop_router(state: _State) -> None:
 
 
 def _responder(config: Any, router: Any) -> Any:
+    """The Responder for a config: its zones loaded and checked against
+    its CDN names; raises ConfigError or ZoneError."""
+    from dnsrouter.cdnzones import check_cdn_names
     from dnsrouter.responder import Responder, ResponderSettings
     from dnsrouter.zone import load_zone_dir
 
     zones = load_zone_dir(config.zones_dir)
+    # Before the Responder adds the CDN names' empty nodes to the zones.
+    check_cdn_names(config, zones)
 
     return Responder(zones, router, ResponderSettings.from_config(config))
 
@@ -166,6 +174,7 @@ def reload(state: _State, config_path: str) -> bool:
     Called on the reactor thread.  The router is told last, so a failure
     before it leaves router, zones and config all unchanged.
     """
+    from dnsrouter.cdnzones import check_cdn_names
     from dnsrouter.config import load_config
     from dnsrouter.responder import Responder, ResponderSettings
     from dnsrouter.zone import load_zone_dir
@@ -173,6 +182,7 @@ def reload(state: _State, config_path: str) -> bool:
     try:
         config = load_config(config_path)
         zones = load_zone_dir(config.zones_dir)
+        check_cdn_names(config, zones)
     except DnsRouterError as exc:
         log.error("reload rejected, old config keeps serving: %s", exc)
         return False

@@ -208,6 +208,40 @@ def test_bad_zone_at_start_exits_2_naming_file_and_line(tmp_path: Path) -> None:
     )
 
 
+def test_cdn_name_owning_zone_data_exits_2_naming_both(tmp_path: Path) -> None:
+    """A CDN name that owns records in a zone file (www.example.com has
+    an A) is refused at start, naming the config key and the zone file."""
+    proc, _ = start(tmp_path)
+    proc.terminate()
+    proc.wait(10)
+    config = tmp_path / "router.toml"
+    clash = config.read_text().replace('"cdn.example.com."', '"www.example.com."')
+    config.write_text(clash)
+
+    result = run_once(config)
+
+    assert result.returncode == 2
+    assert "router.toml" in result.stderr and "example.com.zone" in result.stderr
+
+
+def test_sighup_with_a_clashing_cdn_name_keeps_the_old_config(router) -> None:
+    """A reload whose CDN name owns zone data is rejected and logged; the
+    zone's own www A and the old CDN name keep being answered."""
+    proc, port, tmp_path = router
+    config = tmp_path / "router.toml"
+    clash = config.read_text().replace('"cdn.example.com."', '"www.example.com."')
+    config.write_text(clash)
+
+    proc.send_signal(signal.SIGHUP)
+    time.sleep(0.5)
+
+    assert dig(port, "www.example.com", "+short").split() == ["192.0.2.10"]
+    assert dig(port, "cdn.example.com", "+short").split() == ["192.0.2.41"]
+    proc.terminate()
+    _, stderr = proc.communicate(timeout=10)
+    assert "reload rejected" in stderr and "www.example.com" in stderr
+
+
 def test_address_in_use_exits_1(tmp_path: Path) -> None:
     """A listen address that cannot be bound ends the start with status 1."""
     proc, port = start(tmp_path)
