@@ -60,6 +60,8 @@ class Fill:
         self.length: int | None = None
         self.vary_fields: tuple[str, ...] = ()
         self.vary_values: tuple[str | None, ...] = ()
+        # Fields followers (answered as HIT) must not get (no-cache="..").
+        self.withheld_fields: tuple[str, ...] = ()
         self.written = 0
         self.entry: Entry | None = None
         self.error: EdgeError | None = None

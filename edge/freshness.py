@@ -117,6 +117,9 @@ class Policy:
     forbids_stale: bool
     # no-cache without field names: validate before every reuse.
     always_revalidate: bool
+    # Field names listed by a qualified no-cache (lower case): withheld
+    # from any reuse that was not revalidated (RFC 9111 §5.2.2.4).
+    withheld_fields: tuple[str, ...]
     # public, s-maxage or must-revalidate: a request with Authorization
     # may use it (RFC 9111 §3.5).
     allows_authorized: bool
@@ -148,6 +151,7 @@ def policy_for(
         stale_if_error=float(get_delta_seconds(cc, "stale-if-error") or 0),
         forbids_stale=forbids_stale,
         always_revalidate="no-cache" in cc and not cc["no-cache"],
+        withheld_fields=get_field_names(cc.get("no-cache")),
         allows_authorized=any(
             d in cc for d in ("public", "s-maxage", "must-revalidate")
         ),
@@ -258,6 +262,16 @@ def parse_age(lines: list[str]) -> float:
         return float(DELTA_MAX)
 
     return float(min(int(value), DELTA_MAX))
+
+
+def get_field_names(argument: str | None) -> tuple[str, ...]:
+    """Return the lower-cased field names of a qualified directive
+    (``no-cache="a, b"``, RFC 9111 §5.2.2.4); () for none."""
+    if not argument:
+        return ()
+    names = (name.strip().lower() for name in argument.split(","))
+
+    return tuple(name for name in names if name)
 
 
 def get_vary_fields(headers: Headers) -> tuple[str, ...]:

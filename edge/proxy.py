@@ -320,6 +320,7 @@ class Proxy:
         headers["Age"] = str(int(age))
         fill.vary_fields = meta.vary_fields
         fill.vary_values = meta.vary_values
+        fill.withheld_fields = policy.withheld_fields
         fill.start_stream(reply, headers, fd, temp)
 
         async def copy() -> None:
@@ -365,6 +366,7 @@ class Proxy:
         if fill.state is not FillState.STREAMING:
             return respond.simple(502, x_cache)
         headers = fill.headers.copy()
+        respond.withhold(headers, fill.withheld_fields, x_cache)
         headers["X-Cache"] = x_cache
         if fill.status == 200 and freshness.is_conditional_match(
             request.headers, headers.get("ETag"), headers.get("Last-Modified")

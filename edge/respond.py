@@ -66,9 +66,24 @@ class SendfileResponse(web.StreamResponse):
         return writer
 
 
+# Answers that reuse a stored response without asking the origin: they
+# never carry the fields a qualified no-cache lists (RFC 9111 §5.2.2.4).
+UNVALIDATED = frozenset({"HIT", "STALE"})
+
+
+def withhold(headers: CIMultiDict[str], fields: tuple[str, ...],
+             x_cache: str) -> None:
+    """Drop ``fields`` from an answer that was not revalidated."""
+    if x_cache in UNVALIDATED:
+        for name in fields:
+            headers.popall(name, None)
+
+
 def cached_headers(entry: Entry, age: float, x_cache: str) -> CIMultiDict[str]:
-    """Return the stored headers plus Age (exactly once) and X-Cache."""
+    """Return the stored headers plus Age (exactly once) and X-Cache,
+    without the fields withheld from unvalidated reuse."""
     headers = entry.headers.copy()
+    withhold(headers, entry.policy.withheld_fields, x_cache)
     # RFC 9111 §5.1: Age is a non-negative integer of seconds.
     headers["Age"] = str(int(max(0.0, age)))
     headers["X-Cache"] = x_cache
@@ -80,8 +95,10 @@ def hit_head(entry: Entry) -> bytes:
     """Return the status line and headers of a whole-body HIT, without
     Age and the blank line; computed once per stored object."""
     meta = entry.meta
+    withheld = entry.policy.withheld_fields
     lines = [f"HTTP/1.1 {meta.status} {meta.reason}"]
-    lines.extend(f"{name}: {value}" for name, value in meta.headers)
+    lines.extend(f"{name}: {value}" for name, value in meta.headers
+                 if name.lower() not in withheld)
     lines.append("Accept-Ranges: bytes")
     lines.append("X-Cache: HIT")
     lines.append(f"Content-Length: {meta.length}")
