@@ -60,7 +60,7 @@ _DEBUG_VERSION = frozenset(
 
 
 class RouterLike(Protocol):
-    """What the responder needs of routing.Router (router-contract.md)."""
+    """What the responder needs of routing.Router: the calls it makes."""
 
     def is_cdn_name(self, qname: str) -> bool: ...
 

@@ -97,7 +97,7 @@ ipv6 = "2001:db8:50::41"
 health_url = "http://192.0.2.41/health"
 """
 
-# The lab's layout: Frankfurt, Ashburn, Singapore (issue 2).
+# The lab's layout: Frankfurt, Ashburn, Singapore.
 LAB_TOML = """
 [routing]
 answers = 1

@@ -1,4 +1,4 @@
-"""Routing accuracy on real GeoLite2 City data (issue 4).
+"""Routing accuracy on real GeoLite2 City data.
 
 For 600 networks sampled from the database with a fixed seed, the PoP the
 router answers equals a brute-force nearest-PoP computation, and every

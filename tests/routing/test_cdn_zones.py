@@ -1,4 +1,4 @@
-"""CDN names and zone data (tester issues 3 and 4): a CDN name must not be
+"""CDN names and zone data: a CDN name must not be
 a zone apex or own records in a zone file, and `dnsrouter check` loads the
 zones exactly as `serve` does."""
 

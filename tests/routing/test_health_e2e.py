@@ -1,4 +1,4 @@
-"""Health checks end to end (D11, issues 2 and 4): the real router process,
+"""Health checks end to end (field case D11): the real router process,
 real HTTP health servers on loopback that are stopped, restarted and made
 to flap, and real DNS queries with ECS from dnspython."""
 
@@ -128,7 +128,7 @@ def test_stopped_edge_leaves_within_bound_and_returns_after_rise(cdn):
 
 def test_hanging_edge_leaves_within_fall_intervals_plus_timeout(cdn):
     """An edge that accepts health requests and never answers them is out
-    of the answers within fall x interval + timeout (issue 6)."""
+    of the answers within fall x interval + timeout."""
     router, servers = cdn
 
     servers["22"].mode = "hang"

@@ -1,4 +1,4 @@
-"""The lab's three PoPs with the real GeoLite2 City data (issues 2 and 4)."""
+"""The lab's three PoPs with the real GeoLite2 City data."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from dnsrouter.routing import QTYPE_A
 from .helpers import LAB_TOML, RESOLVER, ecs, load, make_router
 
 # Networks of the Humboldt University Berlin, Princeton and NUS; the
-# scopes are gdnsd's answers with the same PoPs and database (issue 4).
+# scopes are the ones gdnsd gives with the same PoPs and database.
 CASES = [
     ("141.20.0.0/24", "127.0.0.11", 13),
     ("128.112.0.0/24", "127.0.0.12", 14),
