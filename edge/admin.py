@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from edge import cachekey
+from edge import cachekey, respond
 from edge.config import EdgeConfig
 
 log = logging.getLogger("edge.admin")
@@ -52,7 +52,7 @@ def is_authorized(request: web.BaseRequest, token: str) -> bool:
 
 
 def _json(status: int, body: dict[str, object]) -> web.Response:
-    return web.Response(
+    return respond.Response(
         status=status, text=json.dumps(body), content_type="application/json",
         headers={"Cache-Control": "no-store", "X-Cache": "BYPASS"},
     )
@@ -67,7 +67,7 @@ async def handle(request: web.BaseRequest, edge: AdminTarget) -> web.Response:
         return _json(401, {"error": "missing or wrong admin token"})
     action = request.path[len(PREFIX):]
     if action == "metrics" and request.method == "GET":
-        return web.Response(
+        return respond.Response(
             text=edge.render_metrics(), content_type="text/plain",
             headers={"X-Cache": "BYPASS"},
         )

@@ -12,6 +12,8 @@ from typing import Any
 
 from aiohttp import web
 
+from edge import respond
+
 
 def health_document(
     draining: bool, connections: int, max_connections: int,
@@ -33,7 +35,7 @@ def health_response(document: dict[str, Any]) -> web.Response:
     """Return the HTTP response for a health document."""
     status = 503 if document["draining"] else 200
 
-    return web.Response(
+    return respond.Response(
         status=status,
         text=json.dumps(document),
         content_type="application/json",

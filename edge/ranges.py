@@ -95,7 +95,7 @@ def answer(
     if not wanted:
         headers["Content-Range"] = f"bytes */{length}"
         headers.popall("Content-Type", None)
-        return web.Response(status=416, headers=headers)
+        return respond.Response(status=416, headers=headers)
     if len(wanted) == 1:
         first, last = wanted[0]
         headers["Content-Range"] = f"bytes {first}-{last}/{length}"
@@ -125,7 +125,7 @@ def _multipart(
     chunks.append(f"\r\n--{boundary}--\r\n".encode())
     headers["Content-Type"] = f"multipart/byteranges; boundary={boundary}"
 
-    return web.Response(status=206, headers=headers, body=b"".join(chunks))
+    return respond.Response(status=206, headers=headers, body=b"".join(chunks))
 
 
 def _slice(entry: Entry, body: bytes | None, offset: int, count: int) -> bytes:

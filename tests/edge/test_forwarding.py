@@ -125,3 +125,26 @@ async def test_origin_gets_the_target_the_key_was_made_from(
     assert keepalive_origin.lines == [expected.decode()]
     assert wire.endswith(b"\r\n\r\n" + expected)
     assert (plain.body, plain.x_cache) == (expected, "HIT")
+
+
+async def test_edge_adds_no_content_type_and_no_server_field(
+    ka_edge: EdgeUnderTest, keepalive_origin: KeepAliveOrigin
+) -> None:
+    """A reply the origin sent without Content-Type reaches clients
+    without one on every path (RFC 9110 §8.3: no guessed type), and no
+    answer names the edge's software or its version in Server."""
+    replies = [
+        await ka_edge.get("/plain"),                          # MISS
+        await ka_edge.get("/plain"),                          # fast HIT
+        await ka_edge.get("/plain", X_Client="general"),      # general HIT
+        await ka_edge.get("/plain", Range="bytes=0-3"),       # 206
+        await ka_edge.request("HEAD", "/plain"),
+        await ka_edge.get("/plain", host="unknown.example"),  # 421
+        await ka_edge.get("/healthz"),
+    ]
+
+    assert [r.status for r in replies] == [200, 200, 200, 206, 200, 421, 200]
+    assert [r.x_cache for r in replies[:4]] == ["MISS", "HIT", "HIT", "HIT"]
+    for reply in replies[:5]:
+        assert "Content-Type" not in reply.headers
+    assert [r.headers.get("Server") for r in replies] == [None] * len(replies)
