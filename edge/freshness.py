@@ -257,11 +257,10 @@ def parse_age(lines: list[str]) -> float:
     """
     if not lines:
         return 0.0
-    value = lines[0].strip()
-    if len(lines) != 1 or not value.isdigit() or not value.isascii():
+    if not is_valid_age(lines):
         return float(DELTA_MAX)
 
-    return float(min(int(value), DELTA_MAX))
+    return float(min(int(lines[0].strip()), DELTA_MAX))
 
 
 def get_field_names(argument: str | None) -> tuple[str, ...]:
@@ -272,6 +271,15 @@ def get_field_names(argument: str | None) -> tuple[str, ...]:
     names = (name.strip().lower() for name in argument.split(","))
 
     return tuple(name for name in names if name)
+
+
+def is_valid_age(lines: list[str]) -> bool:
+    """True when Age is absent or one delta-seconds (RFC 9111 §5.1)."""
+    if not lines:
+        return True
+
+    return len(lines) == 1 and lines[0].strip().isdigit() and \
+        lines[0].isascii()
 
 
 def get_vary_fields(headers: Headers) -> tuple[str, ...]:

@@ -113,14 +113,16 @@ class Proxy:
             if self._may_serve_while_revalidating(entry, age, ask):
                 self._refresh_in_background(ask, entry)
                 return self.serve(request, entry, age, "STALE")
+        # A stored copy that cannot be used makes the answer EXPIRED.
+        x_cache = "MISS" if entry is None else "EXPIRED"
         if "only-if-cached" in ask.cc:
             # RFC 9111 §5.2.1.7: nothing usable stored → 504.
-            return respond.simple(504, "MISS")
+            return respond.simple(504, x_cache)
         if ask.method == "HEAD":
             fill = self.fills.get(ask.primary)
             if fill is not None and not ask.is_authorized:
                 return await self._follow(request, ask, fill, entry)
-            return await self.pass_through(request, ask, "MISS")
+            return await self.pass_through(request, ask, x_cache)
 
         return await self.fetch(request, ask, entry)
 
@@ -164,7 +166,8 @@ class Proxy:
         self, request: web.BaseRequest, entry: Entry, age: float, x_cache: str
     ) -> web.StreamResponse:
         """Answer from a stored entry: 304, a range, or the whole body."""
-        headers = respond.cached_headers(entry, age, x_cache)
+        headers = respond.cached_headers(
+            entry, entry.sent_age(age, self.clock()), x_cache)
         if entry.meta.status == 200 and freshness.is_conditional_match(
             request.headers, entry.etag, entry.policy.last_modified
         ):
@@ -189,6 +192,7 @@ class Proxy:
             if fill is not None:
                 return await self._follow(request, ask, fill, stale)
         fill = self.fills.start(ask.primary, shared)
+        x_cache = "EXPIRED" if stale is not None else "MISS"
         try:
             reply = await self._run_fill(ask, fill, stale)
         except OriginError as exc:
@@ -196,8 +200,7 @@ class Proxy:
                 assert stale is not None
                 return self.serve(request, stale, stale.age(self.clock()), "STALE")
             log.warning("origin failed key=%s error=%s", ask.primary, exc)
-            return respond.simple(exc.status, "MISS")
-        x_cache = "EXPIRED" if stale is not None else "MISS"
+            return respond.simple(exc.status, x_cache)
         if fill.revalidated:
             x_cache = "REVALIDATED"
         if reply is None:
@@ -315,7 +318,9 @@ class Proxy:
         except StorageError:
             return False
         headers = CIMultiDict(meta.headers)
-        age = freshness.current_age(meta.age_value, meta.date_value,
+        # The origin's Age is repeated only when valid (RFC 9111 §5.1).
+        age_value = 0.0 if meta.age_invalid else meta.age_value
+        age = freshness.current_age(age_value, meta.date_value,
                                     request_time, response_time, response_time)
         headers["Age"] = str(int(age))
         fill.vary_fields = meta.vary_fields
@@ -339,6 +344,7 @@ class Proxy:
     ) -> Entry:
         """Merge a 304 into the stored entry (RFC 9111 §3.2, §4.3.4)."""
         fresh = reply.headers.copy()
+        ages = reply.headers.getall("Age", [])
         date_value = parse_http_date(fresh.get("Date"))
         if date_value is None:
             date_value = response_time
@@ -349,7 +355,8 @@ class Proxy:
             request_time=request_time,
             response_time=response_time,
             date_value=date_value,
-            age_value=freshness.parse_age(reply.headers.getall("Age", [])),
+            age_value=freshness.parse_age(ages),
+            age_invalid=not freshness.is_valid_age(ages),
         )
 
         return await self.storage.update(stale, meta)
@@ -475,6 +482,7 @@ def build_meta(
         date_value = response_time
         headers.popall("Date", None)
         headers["Date"] = format_http_date(response_time)
+    ages = reply.headers.getall("Age", [])
     fields = freshness.get_vary_fields(headers)
     values = freshness.vary_values(fields, ask.headers)
     name = cachekey.storage_name(ask.primary, repr(list(zip(fields, values))))
@@ -490,7 +498,8 @@ def build_meta(
         request_time=request_time,
         response_time=response_time,
         date_value=date_value,
-        age_value=freshness.parse_age(reply.headers.getall("Age", [])),
+        age_value=freshness.parse_age(ages),
+        age_invalid=not freshness.is_valid_age(ages),
         length=0,
         body_file=new_body_file(name),
         negative_ttl=ask.site.negative_ttl,

@@ -69,6 +69,9 @@ class ObjectMeta:
     length: int
     body_file: str
     negative_ttl: float = 0.0
+    # The origin's Age was not a delta-seconds: ``age_value`` is then
+    # the largest age, for freshness only (see ``Entry.sent_age``).
+    age_invalid: bool = False
 
     def to_json(self) -> bytes:
         """Serialise for the ``.meta`` file."""
@@ -117,6 +120,22 @@ class Entry:
 
         return freshness.current_age(
             m.age_value, m.date_value, m.request_time, m.response_time, now
+        )
+
+    def sent_age(self, age: float, now: float) -> float:
+        """Return the Age to send for an answer computed at ``age``.
+
+        That is ``age``, except when the origin's Age was invalid: it
+        made the response count as very old, but repeating a made-up
+        2^31 to clients would mislead them, so the age sent is the one
+        this cache can vouch for, the origin's ignored.
+        """
+        if not self.meta.age_invalid:
+            return age
+        m = self.meta
+
+        return freshness.current_age(
+            0.0, m.date_value, m.request_time, m.response_time, now
         )
 
     def matches(self, request_headers: freshness.Headers) -> bool:
