@@ -1,4 +1,4 @@
-"""The health document the DNS router polls (see the edge contract).
+"""The health document the DNS router polls (fields: edge/README.md).
 
 200 with the JSON below while serving, 503 with the same JSON (status
 "draining") while draining; "overloaded" when connections reach the

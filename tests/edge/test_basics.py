@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pathlib
+import re
 from typing import Any
 
 from tests.edge.conftest import EdgeUnderTest, Origin, raw_exchange
@@ -95,17 +97,27 @@ async def test_forwarded_request_carries_via_xff_and_site_host(
     assert "X-Secret" not in seen and "Keep-Alive" not in seen
 
 
-async def test_health_follows_the_contract(edge: EdgeUnderTest) -> None:
-    """Health: 200 with the contract's fields, 503 status draining."""
+def _readme_health_fields() -> set[str]:
+    readme = pathlib.Path(__file__).parents[2] / "edge" / "README.md"
+    section = readme.read_text().split("## Health\n")[1].split("\n## ")[0]
+
+    return set(re.findall(r"^\| `(\w+)` \|", section, re.MULTILINE))
+
+
+async def test_health_has_the_fields_the_readme_documents(
+    edge: EdgeUnderTest,
+) -> None:
+    """Health: 200 with exactly the fields edge/README.md's table lists
+    (what the DNS router reads), 503 with status draining."""
     up = await edge.get("/healthz", host="anything")
     edge.edge.draining = True
     draining = await edge.get("/healthz")
 
     document = json.loads(up.body)
     assert up.status == 200
-    assert set(document) == {"status", "draining", "connections",
-                             "max_connections", "bytes_per_second",
-                             "overloaded", "cache"}
+    assert set(document) == _readme_health_fields() == {
+        "status", "draining", "connections", "max_connections",
+        "bytes_per_second", "overloaded", "cache"}
     assert document["status"] == "up" and document["cache"]["objects"] == 0
     assert draining.status == 503
     assert json.loads(draining.body)["status"] == "draining"
