@@ -8,6 +8,10 @@
 // CONFORMANCE_ORIGIN_HOST). The port comes from CONFORMANCE_ORIGIN_PORT;
 // 0, the default, asks the kernel for a free one. Once listening it
 // prints one line, "listening <host> <port>", which the harness reads.
+// CONFORMANCE_ORIGIN_KEEPALIVE_MS overrides Node's idle keep-alive
+// timeout (5 s, as short as Apache httpd's): a diagnostic knob to tell
+// a cache's stale-pooled-connection faults from others; the gate keeps
+// the default, since real origins close idle connections that soon.
 
 import http from 'http'
 import process from 'process'
@@ -46,6 +50,10 @@ function dispatch (request, response) {
 }
 
 const server = http.createServer(dispatch)
+if (process.env.CONFORMANCE_ORIGIN_KEEPALIVE_MS) {
+  server.keepAliveTimeout = parseInt(
+    process.env.CONFORMANCE_ORIGIN_KEEPALIVE_MS, 10)
+}
 server.on('listening', () => {
   const address = server.address()
   console.log(`listening ${address.address} ${address.port}`)
