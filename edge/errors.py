@@ -51,5 +51,13 @@ class OriginProtocolError(OriginError):
     status = 502
 
 
+class OriginOutOfStepError(OriginProtocolError):
+    """A pooled connection failed before any reply: closed, or bytes
+    that do not start a response (left over from a previous reply that
+    sent more than it declared)."""
+
+    status = 502
+
+
 class StorageError(EdgeError):
     """The cache directory could not be read or written."""

@@ -21,8 +21,11 @@ import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from aiohttp.http_exceptions import BadStatusLine
+
 from edge.errors import (
     OriginError,
+    OriginOutOfStepError,
     OriginProtocolError,
     OriginTimeoutError,
     OriginUnreachableError,
@@ -54,6 +57,13 @@ _SKIP_AUTO = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
 READ_CHUNK = 256 * 1024
 # A pooled connection per origin host beyond which requests queue.
 POOL_SIZE = 256
+# Idle pooled connections are dropped after this many seconds: under
+# the 5 s after which Apache httpd and Node.js close idle connections,
+# so the edge rarely sends on a connection the origin is closing.
+POOL_IDLE_SECONDS = 4.0
+# RFC 9112 §9.3.1: requests that may be sent again when a connection
+# failed before its reply (idempotent, and no content to resend).
+RETRYABLE_METHODS = frozenset({"GET", "HEAD"})
 
 
 def end_to_end(
@@ -163,7 +173,10 @@ class OriginClient:
     async def start(self) -> None:
         """Create the session; call from the running loop."""
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, limit_per_host=POOL_SIZE),
+            connector=aiohttp.TCPConnector(
+                limit=0, limit_per_host=POOL_SIZE,
+                keepalive_timeout=POOL_IDLE_SECONDS,
+            ),
             timeout=self._timeout,
             auto_decompress=False,
             skip_auto_headers=_SKIP_AUTO,
@@ -217,10 +230,30 @@ class OriginClient:
         with ``Content-Length: body_length`` when that is known, else
         chunked; without a body no framing field is sent at all.
         """
-        assert self._session is not None, "start() not called"
         if body is not None and body_length is not None:
             headers["Content-Length"] = str(body_length)
         url = URL(origin + target, encoded=True)
+        retries = 1 if method in RETRYABLE_METHODS and body is None else 0
+        while True:
+            try:
+                return await self._send(method, url, headers, body)
+            except OriginOutOfStepError as exc:
+                if not retries:
+                    raise
+                retries -= 1
+                log.info("origin connection out of step, sending again "
+                         "url=%s error=%s", url, exc)
+
+    async def _send(
+        self,
+        method: str,
+        url: URL,
+        headers: CIMultiDict[str],
+        body: aiohttp.StreamReader | bytes | None,
+    ) -> OriginResponse:
+        """Send once; convert aiohttp's exceptions to OriginError."""
+        assert self._session is not None, "start() not called"
+        origin = f"{url.scheme}://{url.raw_authority}"
         try:
             response = await self._session.request(
                 method, url, headers=headers, data=body,
@@ -229,16 +262,38 @@ class OriginClient:
         except asyncio.TimeoutError:
             raise OriginTimeoutError(f"{origin}: timed out") from None
         except aiohttp.ClientResponseError as exc:
-            # Raised by the reply parser: oversized or malformed headers.
-            raise OriginProtocolError(f"{origin}: bad reply: {exc.message}") \
+            # Raised by the reply parser: oversized or malformed headers,
+            # or no status line at all.
+            error = OriginOutOfStepError if _has_cause(exc, BadStatusLine) \
+                else OriginProtocolError
+            raise error(f"{origin}: bad reply: {_first_line(exc.message)}") \
                 from None
         except aiohttp.ServerDisconnectedError:
-            raise OriginProtocolError(f"{origin}: closed without reply") \
+            raise OriginOutOfStepError(f"{origin}: closed without reply") \
                 from None
         except (aiohttp.ClientError, OSError) as exc:
             raise OriginUnreachableError(f"{origin}: {exc}") from None
 
         return OriginResponse(response)
+
+
+def _has_cause(exc: BaseException, kind: type[BaseException]) -> bool:
+    """True when ``kind`` is in the chain of causes of ``exc``."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        if isinstance(seen, kind):
+            return True
+        seen = seen.__cause__ or seen.__context__
+
+    return False
+
+
+def _first_line(text: str) -> str:
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+
+    return lines[0] if lines else "-"
 
 
 def describe(exc: OriginError) -> str:

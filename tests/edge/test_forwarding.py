@@ -148,3 +148,22 @@ async def test_edge_adds_no_content_type_and_no_server_field(
     for reply in replies[:5]:
         assert "Content-Type" not in reply.headers
     assert [r.headers.get("Server") for r in replies] == [None] * len(replies)
+
+
+async def test_reply_out_of_step_on_a_pooled_connection_is_fetched_again(
+    ka_edge: EdgeUnderTest, keepalive_origin: KeepAliveOrigin
+) -> None:
+    """When bytes left over from an origin's previous reply (more body
+    than it declared) arrive before the next reply, the GET is sent
+    again, once, on a new connection (RFC 9112 §9.3.1) instead of
+    answering 502 for the origin's earlier mistake."""
+    first = await ka_edge.get("/one")
+    keepalive_origin.overrun = b"surplus body bytes"
+
+    second = await ka_edge.get("/two")
+
+    assert first.body == b"GET /one HTTP/1.1"
+    assert (second.status, second.body) == (200, b"GET /two HTTP/1.1")
+    assert keepalive_origin.lines == [
+        "GET /one HTTP/1.1", "GET /two HTTP/1.1", "GET /two HTTP/1.1"]
+    assert keepalive_origin.connections == 2
