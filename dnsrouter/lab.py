@@ -50,6 +50,10 @@ STOP_GRACE_SECONDS = 5.0
 # `kill -9` of the lab leaves no orphaned server behind.
 PR_SET_PDEATHSIG = 1
 
+# Access-log lines of the router's health probes: three a second would
+# bury everything else in the terminal, so they go to the log files only.
+HEALTH_PROBE_MARK = '"GET /healthz"'
+
 # A large object shows streaming and ranged reads; its bytes are generated
 # so that the repository carries no binary blob.
 BIG_OBJECT_BYTES = 4 * 1024 * 1024
@@ -90,6 +94,10 @@ class LabLayout:
         return self.state_dir / "router.toml"
 
     @property
+    def log_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+    @property
     def site_dir(self) -> Path:
         return self.state_dir / "site"
 
@@ -118,6 +126,17 @@ class LabLayout:
         ]
 
         return commands
+
+    def find_busy_port(self) -> None:
+        """Raise RuntimeError naming the first lab address already in use."""
+        flags = {"origin": "--origin-port", "router": "--router-port"}
+        for name, (host, port) in self.endpoints().items():
+            if not can_bind(host, port):
+                flag = flags.get(name, "--edge-port")
+                raise RuntimeError(
+                    f"lab: {host}:{port} for the {name} is already in use; "
+                    f"stop what holds it or move the lab with {flag}"
+                )
 
     def endpoints(self) -> dict[str, tuple[str, int]]:
         """The TCP address each process accepts on once it is ready."""
@@ -180,33 +199,61 @@ def _copy_sample_site(site_dir: Path) -> None:
 
 
 def _router_config_text(layout: LabLayout) -> str:
+    """The lab's router.toml, commented as a starting point for a real one."""
     lines = [
-        "# Written by `dnsrouter lab`.",
+        "# Router configuration written by `dnsrouter lab`; a starting point for",
+        "# a real deployment.  Every key is described in docs/dns.md and",
+        "# docs/routing.md.  Validate with `dnsrouter check --config FILE`.",
+        "",
         "[server]",
+        "# In production: the public addresses, port 53, IPv4 and IPv6, e.g.",
+        '# listen = ["192.0.2.53:53", "[2001:db8::53]:53"]',
         f'listen = ["{ROUTER_ADDRESS}:{layout.router_port}"]',
+        "# Every file <origin>.zone in this directory is served.",
         f'zones_dir = "{layout.zones_dir}"',
+        "# Answered to `dig id.server CH TXT` and as NSID.",
         'server_id = "lab-router"',
+        "# Processes sharing the sockets; one per core in production.",
+        "workers = 1",
+        "",
+        "[geoip]",
+        "# Empty: the GeoLite2 City database bundled with maxminddb-geolite2",
+        "# (2018).  Point this at a current City database in production.",
+        'database = ""',
         "",
         "[routing]",
+        "# Edges per answer, and the TTL of CDN answers.",
         "answers = 1",
         "ttl = 30",
+        "# `dig whoami.example.com TXT` shows the resolver and ECS seen.",
         'whoami = "whoami.example.com."',
         "",
+        "# An edge is down after `fall` failed probes in a row, up again",
+        "# after `rise` good ones.",
         "[health]",
         f"interval = {HEALTH_INTERVAL_SECONDS}",
         f"timeout = {HEALTH_TIMEOUT_SECONDS}",
         "fall = 3",
         "rise = 2",
         "",
+        "# A name answered with edges; it must lie inside a served zone.",
         "[[cdn]]",
         f'name = "{CDN_NAME}"',
+        "# Clients that GeoIP does not know go here.",
         f'default_pop = "{DEFAULT_POP}"',
+        "",
+        "# Networks that must go to a given PoP whatever GeoIP says",
+        "# (longest prefix wins), e.g.:",
+        "# [[netmap]]",
+        '# network = "198.51.100.0/24"',
+        '# pop = "eu"',
     ]
     for edge in LAB_EDGES:
         lines += [
             "",
+            f"# {edge.city}",
             "[[pop]]",
-            f'name = "{edge.pop}"  # {edge.city}',
+            f'name = "{edge.pop}"',
             f"latitude = {edge.latitude}",
             f"longitude = {edge.longitude}",
             "",
@@ -214,6 +261,7 @@ def _router_config_text(layout: LabLayout) -> str:
             f'name = "{edge.name}"',
             f'pop = "{edge.pop}"',
             f'ipv4 = "{edge.address}"',
+            '# ipv6 = "2001:db8::1"  # an edge may have both families',
             f'health_url = "{layout.edge_url(edge, "/healthz")}"',
         ]
 
@@ -269,8 +317,19 @@ class Supervisor:
         ).start()
 
     def start_all(self) -> None:
-        for name in self.layout.commands():
+        """Start the origin and edges, then the router once they listen.
+
+        Starting the router last means its first health probes find the
+        edges up, so no edge begins the lab marked down.
+        Raises RuntimeError naming a port that is already taken.
+        """
+        self.layout.find_busy_port()
+        parts = [name for name in self.layout.commands() if name != "router"]
+        for name in parts:
             self.start(name)
+        self.wait_ready(parts)
+        self.start("router")
+        self.wait_ready(["router"])
 
     def wait_ready(self, names: list[str] | None = None) -> None:
         """Block until each named part accepts TCP connections.
@@ -314,8 +373,14 @@ class Supervisor:
 
     def _relay(self, name: str, process: subprocess.Popen[bytes]) -> None:
         assert process.stdout is not None
-        for raw in process.stdout:
-            self._say(name, raw.decode("utf-8", "replace").rstrip())
+        self.layout.log_dir.mkdir(exist_ok=True)
+        with (self.layout.log_dir / f"{name}.log").open("ab") as log_file:
+            for raw in process.stdout:
+                log_file.write(raw)
+                log_file.flush()
+                line = raw.decode("utf-8", "replace").rstrip()
+                if HEALTH_PROBE_MARK not in line:
+                    self._say(name, line)
 
     def _say(self, name: str, line: str) -> None:
         with self._write_lock:
@@ -325,6 +390,18 @@ class Supervisor:
 def _die_with_parent() -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def can_bind(host: str, port: int) -> bool:
+    """Whether a TCP listener could take host:port now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+
+    return True
 
 
 def accepts_connections(host: str, port: int) -> bool:
@@ -360,7 +437,11 @@ def banner(layout: LabLayout) -> str:
         f"  dig @{ROUTER_ADDRESS} -p {layout.router_port} www.example.com A +norec",
         f"  curl -si -H 'Host: {CDN_NAME.rstrip('.')}' "
         f"{layout.edge_url(LAB_EDGES[1])}   # MISS, then HIT",
-        f"  dnsrouter explain 141.20.0.1 {CDN_NAME} --config {layout.router_config}",
+        f"  {find_script('dnsrouter')} explain 141.20.0.1 {CDN_NAME} "
+        f"--config {layout.router_config}",
+        "",
+        f"Every process's full log is in {layout.log_dir}; health probes are",
+        "left out of this terminal.",
         "",
     ]
 
@@ -397,7 +478,6 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, request_stop)
     try:
         supervisor.start_all()
-        supervisor.wait_ready()
         print(banner(layout), flush=True)
         status = _watch(supervisor, stopping)
     except RuntimeError as error:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -40,9 +41,8 @@ def running_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[lab.Superv
         state_dir, lab.default_zones_dir(), ROUTER_PORT, EDGE_PORT, ORIGIN_PORT
     )
     supervisor = lab.Supervisor(layout, out=io.StringIO())
-    supervisor.start_all()
     try:
-        supervisor.wait_ready()
+        supervisor.start_all()
         yield supervisor
     finally:
         supervisor.stop_all()
@@ -180,3 +180,37 @@ def test_lab_command_starts_and_stops_cleanly(tmp_path: Path) -> None:
     for edge in lab.LAB_EDGES:
         assert not lab.accepts_connections(edge.address, 28080), edge.name
     assert not lab.accepts_connections("127.0.0.1", 28053)
+
+
+def test_lab_configs_pass_both_checkers(tmp_path: Path) -> None:
+    """The files the lab writes are valid for `dnsrouter check` and
+    `cdn-edge check`, so they can serve as examples for operators."""
+    layout = lab.write_layout(tmp_path, lab.default_zones_dir())
+    commands = [
+        [lab.find_script("dnsrouter"), "check", "--config", str(layout.router_config)]
+    ] + [
+        [lab.find_script("cdn-edge"), "check", "--config", str(layout.edge_config(e))]
+        for e in lab.LAB_EDGES
+    ]
+
+    for command in commands:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_busy_port_is_named_with_the_flag_that_moves_it(tmp_path: Path) -> None:
+    """A port already taken stops the lab before it starts anything, with a
+    message that names the address and the option to use instead."""
+    layout = lab.write_layout(
+        tmp_path, lab.default_zones_dir(), router_port=28153, edge_port=28180,
+        origin_port=28181,
+    )
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.12", 28180))
+        holder.listen()
+
+        with pytest.raises(RuntimeError) as raised:
+            layout.find_busy_port()
+
+    assert "127.0.0.12:28180" in str(raised.value)
+    assert "--edge-port" in str(raised.value)
