@@ -282,12 +282,9 @@ class _Supervisor:
         """Start a worker in place of one that died, after a delay."""
         uptime = time.monotonic() - started
         exit_code = os.waitstatus_to_exitcode(code)
-        if exit_code == EXIT_CONFIG:
-            log.error("worker died pid=%d exit=%d config_error", pid, exit_code)
-            # The config went bad under us: restarting cannot help.
-            self.status = EXIT_CONFIG
-            self.forward(signal.SIGTERM, None)
-            return
+        # Whatever killed it, the other workers keep serving: a worker
+        # that cannot start (a config or GeoIP file gone bad on disk) is
+        # retried with the growing delay, never a reason to stop them.
         delay = self.backoff.delay_after(uptime)
         log.error(
             "worker died pid=%d %s uptime=%.1fs quick_deaths=%d "
@@ -335,6 +332,8 @@ class RestartBackoff:
 
 def _describe_exit(exit_code: int) -> str:
     """`exit=N` or `signal=NAME`, from os.waitstatus_to_exitcode."""
+    if exit_code == EXIT_CONFIG:
+        return "exit=%d config_error" % exit_code
     if exit_code >= 0:
         return "exit=%d" % exit_code
     try:

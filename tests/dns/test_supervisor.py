@@ -3,19 +3,21 @@ supervisor whose workers crash at start (traceback logged, backoff)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from dnsrouter.service import RESTART_MAX_DELAY, RestartBackoff
 from tests.dns.helpers import REPO, ZONES
 from tests.dns.peers import free_port
-from tests.dns.test_service_e2e import CONFIG
+from tests.dns.test_service_e2e import CONFIG, dig, start
 
 
 @pytest.mark.parametrize(
@@ -77,3 +79,56 @@ def test_crashing_workers_log_traceback_and_back_off(tmp_path: Path) -> None:
     assert "worker crashed pid=" in stderr and "Traceback" in stderr
     assert "quick_deaths=2 restart_in=2.0s" in stderr
     assert stderr.count("worker started") <= 6
+
+
+def _children(pid: int) -> list[int]:
+    found = subprocess.run(
+        ["pgrep", "-P", str(pid)], capture_output=True, text=True
+    ).stdout.split()
+
+    return [int(child) for child in found]
+
+
+def _spoil_config(tmp_path: Path) -> None:
+    (tmp_path / "router.toml").write_text("[server]\nlisten = 5\n")
+
+
+def _spoil_geoip(tmp_path: Path) -> None:
+    copy = tmp_path / "city.mmdb"
+    shutil.copy(REPO / "geodata" / "test-city.mmdb", copy)
+    config = tmp_path / "router.toml"
+    text = config.read_text()
+    config.write_text(text.replace(str(REPO / "geodata" / "test-city.mmdb"), str(copy)))
+    copy.write_bytes(b"not a database")
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("spoil", [_spoil_config, _spoil_geoip])
+def test_worker_killed_while_files_are_bad_leaves_the_others_serving(
+    tmp_path: Path, spoil: Any
+) -> None:
+    """workers = 2, a config or GeoIP file broken on disk (no SIGHUP yet),
+    then kill -9 of one worker: the supervisor never stops the survivor,
+    every query keeps being answered, and it exits 0 on SIGTERM."""
+    proc, port = start(tmp_path, workers=2)
+    try:
+        spoil(tmp_path)
+        victim = _children(proc.pid)[0]
+
+        os.kill(victim, signal.SIGKILL)
+        # Queries already queued on the victim's socket die with it.
+        deadline = time.monotonic() + 5
+        while victim in _children(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        answers = []
+        for _ in range(15):
+            answers.append(dig(port, "www.example.com", "+short").split())
+            time.sleep(0.15)
+
+        assert proc.poll() is None
+        assert all(answer == ["192.0.2.10"] for answer in answers)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
