@@ -17,7 +17,8 @@ The list comes from the first of these that applies to the client address:
    one is an equally likely choice, and the database network is assigned
    to one of them by a stable hash, so a large country is spread over the
    PoPs that may serve it instead of piling onto the one nearest its centre;
-4. nothing: the empty list, meaning "the CDN name's default PoP".
+4. nothing (no record, or a lookup that failed in a corrupt database):
+   the empty list, meaning "the CDN name's default PoP".
 
 The scope (RFC 7871 section 7.2.1) is the prefix length of the widest
 block around the client over which the list is the same everywhere. It
@@ -33,13 +34,19 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-from collections.abc import Mapping
+import logging
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from dnsrouter.config import NetmapEntry, PopConfig
 from dnsrouter.geo import distance_km
+from dnsrouter.errors import GeoIPError
 from dnsrouter.geoip import GeoDatabase, GeoRecord
+from dnsrouter.lograte import RateLimitedLog
 from dnsrouter.netmap import NetworkMap
+
+log = logging.getLogger("dnsrouter.geoip")
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -55,6 +62,10 @@ WIDEN_BUDGET = 64
 # Accuracy assumed for a country-level record that states none (MaxMind
 # gives 1000 km or more for such records).
 DEFAULT_COUNTRY_ACCURACY_KM = 1000
+
+# Warning lines a second about failing GeoIP lookups; a corrupt region
+# fails for every client in it, at the query rate.
+LOOKUP_FAILURE_LOG_RATE = 1
 
 SOURCE_MAP = "map"
 SOURCE_GEOIP = "geoip"
@@ -80,6 +91,7 @@ class _Block:
     source: str
     record: GeoRecord | None
     map_entry: NetmapEntry | None
+    failed: bool = False    # the lookup failed: holds for its address only
 
 
 class PopRanker:
@@ -134,12 +146,16 @@ class Decider:
         ranker: PopRanker,
         country_pops: Mapping[str, tuple[str, ...]] | None = None,
         widen_budget: int = WIDEN_BUDGET,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.geo = geo
         self.netmap = netmap
         self.ranker = ranker
         self.country_pops = dict(country_pops or {})
         self.widen_budget = widen_budget
+        self._lookup_failures = RateLimitedLog(
+            log, "geoip lookup_failed", LOOKUP_FAILURE_LOG_RATE, clock
+        )
 
     def decide(self, address: IPAddress, widen: bool = True) -> Decision:
         """The decision for one client address (an ECS address or a
@@ -160,6 +176,8 @@ class Decider:
 
     def _widen(self, version: int, value: int, block: _Block, bits: int) -> int:
         scope = block.prefix
+        if block.failed:
+            return scope
         budget = [self.widen_budget]
         while scope > 0:
             size = 1 << (bits - scope)
@@ -187,7 +205,7 @@ class Decider:
                 return False
             budget[0] -= 1
             block = self._block(version, value)
-            if block.pops != pops:
+            if block.pops != pops or block.failed:
                 return False
             block_size = 1 << (bits - block.prefix)
             if block_size >= size:
@@ -210,12 +228,26 @@ class Decider:
             address = ipaddress.ip_address(value) if version == 4 else (
                 ipaddress.IPv6Address(value)
             )
-            record, prefix = self.geo.lookup_prefix(address)
+            found = self._lookup(address)
+            if found is None:
+                return _Block((), bits, SOURCE_DEFAULT, None, None, failed=True)
+            record, prefix = found
             pops = self._pops_for_record(record, version, value, prefix, bits)
             source = SOURCE_GEOIP if record is not None else SOURCE_DEFAULT
             block = _Block(pops, prefix, source, record, None)
 
         return self._narrow(version, value, block, bits)
+
+    def _lookup(self, address: IPAddress) -> tuple[GeoRecord | None, int] | None:
+        """The GeoIP record and prefix, or None when the lookup fails (a
+        database corrupt where validation did not reach). The caller then
+        decides the default PoP for this one address, not SERVFAIL, and
+        the fault costs one rate-limited warning line."""
+        try:
+            return self.geo.lookup_prefix(address)
+        except GeoIPError as error:
+            self._lookup_failures.warn("address=%s error=%s", address, error)
+            return None
 
     def _narrow(self, version: int, value: int, block: _Block, bits: int) -> _Block:
         """Shrink the block around `value` until no more specific map entry

@@ -22,6 +22,7 @@ from typing import Any, Literal, Protocol
 
 from dnsrouter import names, rdata, wire
 from dnsrouter.errors import MalformedEcsError, MalformedPacketError
+from dnsrouter.lograte import RateLimitedLog
 from dnsrouter.wire import Body, Query
 from dnsrouter.zone import (
     FORMERR,
@@ -114,29 +115,6 @@ class _Decision:
     scope: int = 0
 
 
-class _RateLimitedLog:
-    """Logs at most `rate` malformed-packet lines a second."""
-
-    def __init__(self, rate: int, clock: Callable[[], float]) -> None:
-        self.rate = rate
-        self.clock = clock
-        self.window = -1.0
-        self.count = 0
-        self.suppressed = 0
-
-    def warn(self, peer: str, reason: str) -> None:
-        now = self.clock()
-        if now - self.window >= 1.0:
-            if self.suppressed:
-                log.warning("query malformed suppressed=%d", self.suppressed)
-            self.window, self.count, self.suppressed = now, 0, 0
-        if self.count < self.rate:
-            self.count += 1
-            log.warning("query malformed peer=%s reason=%s", peer, reason)
-        else:
-            self.suppressed += 1
-
-
 class Responder:
     """Answers queries for a fixed set of zones and a router.
 
@@ -166,7 +144,9 @@ class Responder:
         self._static: dict[tuple[bytes, int], _Decision] = {}
         self._cdn_names: dict[bytes, str | None] = {}
         self._cdn_bodies: dict[tuple[bytes, int, Any], _Decision] = {}
-        self._malformed = _RateLimitedLog(MALFORMED_LOG_RATE, clock)
+        self._malformed = RateLimitedLog(
+            log, "query malformed", MALFORMED_LOG_RATE, clock
+        )
         # Decoded per distinct wire value: resolvers send the same few
         # addresses and ECS options over and over.
         self._resolvers: dict[str, IPAddress] = {}
@@ -185,7 +165,7 @@ class Responder:
         try:
             query = wire.parse_query(data)
         except MalformedPacketError as exc:
-            self._malformed.warn(peer, str(exc))
+            self._malformed.warn("peer=%s reason=%s", peer, exc)
             return wire.header_only(data, FORMERR)
         try:
             return self.answer(query, peer, transport)
@@ -214,7 +194,7 @@ class Responder:
                 subnet = self._subnet(ecs_data)
             except MalformedEcsError as exc:
                 # RFC 7871 section 7.1.1: FORMERR for a malformed option.
-                self._malformed.warn(peer, str(exc))
+                self._malformed.warn("peer=%s reason=%s", peer, exc)
                 return self._error(query, FORMERR, limit)
 
         decision = self.decide(query, peer, subnet)
