@@ -100,19 +100,18 @@ class Fill:
         self.notify()
 
     def read(self) -> AsyncIterator[bytes]:
-        """Return the body as it arrives; call while STREAMING or DONE.
+        """Return the body as it arrives; call while STREAMING.
 
-        The iterator raises the fill's error if the fill fails after
-        yielding what had arrived: the caller must then end its client
-        connection abnormally, never as a complete response.
+        Reads go through a descriptor of the fill's file taken now, so
+        what happens to the file afterwards (committed, evicted, purged)
+        cannot cut them short. The iterator raises the fill's error if
+        the fill fails after yielding what had arrived: the caller must
+        then end its client connection abnormally, never as a complete
+        response.
         """
-        if self.state is FillState.DONE:
-            assert self.entry is not None
-            fd = os.open(self.entry.path, os.O_RDONLY)
-        else:
-            fd = os.dup(self._share_fd)
+        assert self.state is FillState.STREAMING
 
-        return self._read(fd)
+        return self._read(os.dup(self._share_fd))
 
     async def _read(self, fd: int) -> AsyncIterator[bytes]:
         offset = 0

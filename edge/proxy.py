@@ -107,12 +107,12 @@ class Proxy:
                 not entry.policy.allows_authorized:
             entry = None
         if entry is not None:
-            age = entry.age(self.clock())
-            if self._is_fresh(entry, age, ask.cc):
-                return self.serve(request, entry, age, "HIT")
-            if self._may_serve_while_revalidating(entry, age, ask):
-                self._refresh_in_background(ask, entry)
-                return self.serve(request, entry, age, "STALE")
+            answer = self._reuse(request, ask, entry)
+            if answer is not None:
+                return answer
+            if not self.storage.is_stored(entry):
+                # Its body was gone: dropped, so this is a miss.
+                entry = None
         # A stored copy that cannot be used makes the answer EXPIRED.
         x_cache = "MISS" if entry is None else "EXPIRED"
         if "only-if-cached" in ask.cc:
@@ -125,6 +125,22 @@ class Proxy:
             return await self.pass_through(request, ask, x_cache)
 
         return await self.fetch(request, ask, entry)
+
+    def _reuse(
+        self, request: web.BaseRequest, ask: Ask, entry: Entry
+    ) -> web.StreamResponse | None:
+        """Answer from ``entry`` when fresh (HIT) or while revalidating
+        (STALE); None when it may not be used or its body is gone."""
+        age = entry.age(self.clock())
+        if self._is_fresh(entry, age, ask.cc):
+            return self.serve(request, entry, age, "HIT")
+        if not self._may_serve_while_revalidating(entry, age, ask):
+            return None
+        answer = self.serve(request, entry, age, "STALE")
+        if answer is not None:
+            self._refresh_in_background(ask, entry)
+
+        return answer
 
     def _is_fresh(
         self, entry: Entry, age: float, cc: dict[str, str | None]
@@ -164,20 +180,40 @@ class Proxy:
 
     def serve(
         self, request: web.BaseRequest, entry: Entry, age: float, x_cache: str
-    ) -> web.StreamResponse:
-        """Answer from a stored entry: 304, a range, or the whole body."""
+    ) -> web.StreamResponse | None:
+        """Answer from a stored entry: 304, a range, or the whole body.
+
+        Returns None when the entry's body is gone (the storage drops
+        the entry): the caller answers as it would without the entry.
+        """
         headers = respond.cached_headers(
             entry, entry.sent_age(age, self.clock()), x_cache)
         if entry.meta.status == 200 and freshness.is_conditional_match(
             request.headers, entry.etag, entry.policy.last_modified
         ):
             return respond.not_modified(headers)
-        body = self.storage.read_body(entry)
+        body = self.storage.get_body(entry)
+        if body is None:
+            return None
         if entry.meta.status == 200 and "Range" in request.headers:
             return ranges.answer(request, entry, body, headers)
         headers["Accept-Ranges"] = "bytes"
 
         return respond.from_entry(entry, body, headers)
+
+    def _serve_stale(
+        self, request: web.BaseRequest, stale: Entry | None,
+        failure: Callable[[], web.StreamResponse],
+    ) -> web.StreamResponse:
+        """Answer with ``stale`` when stale-if-error covers it, else
+        (or when its body is gone) with ``failure()``."""
+        answer = None
+        if self._may_serve_on_error(stale):
+            assert stale is not None
+            answer = self.serve(request, stale, stale.age(self.clock()),
+                                "STALE")
+
+        return answer or failure()
 
     # -- fills -----------------------------------------------------------
 
@@ -196,20 +232,19 @@ class Proxy:
         try:
             reply = await self._run_fill(ask, fill, stale)
         except OriginError as exc:
-            if self._may_serve_on_error(stale):
-                assert stale is not None
-                return self.serve(request, stale, stale.age(self.clock()), "STALE")
-            log.warning("origin failed key=%s error=%s", ask.primary, exc)
-            return respond.simple(exc.status, x_cache)
+            def failed() -> web.StreamResponse:
+                log.warning("origin failed key=%s error=%s", ask.primary, exc)
+                return respond.simple(exc.status, x_cache)
+            return self._serve_stale(request, stale, failed)
         if fill.revalidated:
             x_cache = "REVALIDATED"
         if reply is None:
-            return await self._serve_fill(request, fill, x_cache)
+            return await self._serve_fill(request, ask, fill, x_cache)
         if reply.status in freshness.STALE_IF_ERROR_STATUSES and \
                 self._may_serve_on_error(stale):
-            assert stale is not None
             reply.close()
-            return self.serve(request, stale, stale.age(self.clock()), "STALE")
+            return self._serve_stale(
+                request, stale, lambda: respond.simple(502, x_cache))
 
         return await self.relay(request, reply, x_cache)
 
@@ -222,12 +257,11 @@ class Proxy:
         await fill.settled_or_streaming()
         if fill.state is FillState.STREAMING and fill.vary_values == \
                 freshness.vary_values(fill.vary_fields, ask.headers):
-            return await self._serve_fill(request, fill, "HIT")
+            return await self._serve_fill(request, ask, fill, "HIT")
         if fill.state is FillState.DONE and fill.entry is not None and \
                 fill.entry.matches(ask.headers):
             x_cache = "REVALIDATED" if fill.revalidated else "HIT"
-            entry = fill.entry
-            return self.serve(request, entry, entry.age(self.clock()), x_cache)
+            return await self._serve_fill(request, ask, fill, x_cache)
         # Not shareable, failed, or another variant: fetch alone, once.
         return await self.fetch(request, ask, stale, shared=False)
 
@@ -258,6 +292,15 @@ class Proxy:
             reply.close()
             fill.entry = await self._refresh(stale, reply, request_time,
                                              response_time)
+            if fill.entry is None:
+                # RFC 9111 §4.3.4: the copy the 304 was about went
+                # (purged, evicted) while it was awaited; ask again
+                # unconditionally. That request is later than any
+                # purge, so its result may be kept.
+                log.info("stored copy gone during revalidation, fetching "
+                         "it whole key=%s", ask.primary)
+                fill.purged = False
+                return await self._run_fill(ask, fill, None)
             fill.revalidated = True
             self.fills.forget(fill)
             fill.finish(FillState.DONE)
@@ -341,8 +384,9 @@ class Proxy:
     async def _refresh(
         self, stale: Entry, reply: OriginResponse,
         request_time: float, response_time: float,
-    ) -> Entry:
-        """Merge a 304 into the stored entry (RFC 9111 §3.2, §4.3.4)."""
+    ) -> Entry | None:
+        """Merge a 304 into the stored entry (RFC 9111 §3.2, §4.3.4);
+        None when that entry is no longer stored."""
         fresh = reply.headers.copy()
         ages = reply.headers.getall("Age", [])
         date_value = parse_http_date(fresh.get("Date"))
@@ -362,14 +406,17 @@ class Proxy:
         return await self.storage.update(stale, meta)
 
     async def _serve_fill(
-        self, request: web.BaseRequest, fill: Fill, x_cache: str
+        self, request: web.BaseRequest, ask: Ask, fill: Fill, x_cache: str
     ) -> web.StreamResponse:
         if fill.state is FillState.STREAMING and "Range" in request.headers:
             # Ranges are cut from the complete object.
             await fill.settled()
-        if fill.state is FillState.DONE and fill.entry is not None:
+        if fill.state is FillState.DONE:
             entry = fill.entry
-            return self.serve(request, entry, entry.age(self.clock()), x_cache)
+            answer = None if entry is None else \
+                self.serve(request, entry, entry.age(self.clock()), x_cache)
+            # Not kept, or its body already gone: the origin answers.
+            return answer or await self.pass_through(request, ask, "MISS")
         if fill.state is not FillState.STREAMING:
             return respond.simple(502, x_cache)
         headers = fill.headers.copy()

@@ -9,6 +9,7 @@ field is invalid, If-Range does not match, or the request is abusive
 
 from __future__ import annotations
 
+import os
 import secrets
 
 from aiohttp import web
@@ -16,7 +17,7 @@ from multidict import CIMultiDict
 
 from edge import respond
 from edge.httpdate import parse_http_date
-from edge.storage import Entry
+from edge.storage import Body, Entry
 
 # More parts than this is more likely an attack than a real client
 # (overlapping-range amplification); answer with the whole object.
@@ -81,10 +82,12 @@ def is_if_range_match(value: str | None, entry: Entry) -> bool:
 
 
 def answer(
-    request: web.BaseRequest, entry: Entry, body: bytes | None,
+    request: web.BaseRequest, entry: Entry, body: Body,
     headers: CIMultiDict[str],
 ) -> web.StreamResponse:
-    """Answer a Range request from a complete stored 200."""
+    """Answer a Range request from a complete stored 200 whose ``body``
+    came from ``Storage.get_body`` (an open file is closed here or by
+    the response)."""
     length = entry.meta.length
     headers["Accept-Ranges"] = "bytes"
     wanted = parse_ranges(request.headers["Range"], length)
@@ -93,6 +96,7 @@ def answer(
     ):
         return respond.from_entry(entry, body, headers)
     if not wanted:
+        _close(body)
         headers["Content-Range"] = f"bytes */{length}"
         headers.popall("Content-Type", None)
         return respond.Response(status=416, headers=headers)
@@ -108,7 +112,7 @@ def answer(
 
 
 def _multipart(
-    entry: Entry, body: bytes | None, headers: CIMultiDict[str],
+    entry: Entry, body: Body, headers: CIMultiDict[str],
     wanted: list[tuple[int, int]],
 ) -> web.Response:
     """Build a multipart/byteranges 206 (RFC 9110 §14.6)."""
@@ -121,16 +125,21 @@ def _multipart(
             f"\r\n--{boundary}\r\nContent-Type: {content_type}\r\n"
             f"Content-Range: bytes {first}-{last}/{length}\r\n\r\n".encode()
         )
-        chunks.append(_slice(entry, body, first, last - first + 1))
+        chunks.append(_slice(body, first, last - first + 1))
+    _close(body)
     chunks.append(f"\r\n--{boundary}--\r\n".encode())
     headers["Content-Type"] = f"multipart/byteranges; boundary={boundary}"
 
     return respond.Response(status=206, headers=headers, body=b"".join(chunks))
 
 
-def _slice(entry: Entry, body: bytes | None, offset: int, count: int) -> bytes:
-    if body is not None:
+def _slice(body: Body, offset: int, count: int) -> bytes:
+    if isinstance(body, bytes):
         return body[offset:offset + count]
-    with open(entry.path, "rb") as fh:
-        fh.seek(offset)
-        return fh.read(count)
+
+    return os.pread(body.fileno(), count, offset)
+
+
+def _close(body: Body) -> None:
+    if not isinstance(body, bytes):
+        body.close()

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import AsyncIterator
+from typing import AsyncIterator, BinaryIO
 
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 from multidict import CIMultiDict
 
 from edge.errors import EdgeError
-from edge.storage import Entry
+from edge.storage import Body, Entry
 
 log = logging.getLogger("edge.respond")
 
@@ -57,18 +57,21 @@ class Response(StreamResponse, web.Response):
 
 
 class SendfileResponse(StreamResponse):
-    """A response whose body is a byte range of a file, sent with sendfile.
+    """A response whose body is a byte range of an open file, sent with
+    sendfile; the response owns the file and closes it once sent.
 
     aiohttp's FileResponse cannot be used: it replaces ETag and
-    Last-Modified with values from the file's own metadata.
+    Last-Modified with values from the file's own metadata. The file is
+    opened before the response is made, so a body deleted in between
+    (evicted, purged) is still sent whole.
     """
 
     def __init__(
-        self, path: str, offset: int, count: int, status: int, reason: str,
-        headers: CIMultiDict[str],
+        self, fobj: BinaryIO, offset: int, count: int, status: int,
+        reason: str, headers: CIMultiDict[str],
     ) -> None:
         super().__init__(status=status, reason=reason, headers=headers)
-        self._path = path
+        self._fobj = fobj
         self._offset = offset
         self._count = count
         self.content_length = count
@@ -79,7 +82,7 @@ class SendfileResponse(StreamResponse):
         """Send headers, then the file range; returns the writer."""
         if self.prepared:
             return await super().prepare(request)
-        with open(self._path, "rb") as fobj:
+        with self._fobj as fobj:
             writer = await super().prepare(request)
             if request.method == "HEAD" or self._count == 0:
                 return writer
@@ -134,24 +137,24 @@ def hit_head(entry: Entry) -> bytes:
 
 
 def from_entry(
-    entry: Entry, body: bytes | None, headers: CIMultiDict[str],
+    entry: Entry, body: Body, headers: CIMultiDict[str],
     status: int | None = None, offset: int = 0, count: int | None = None,
 ) -> web.StreamResponse:
-    """Return a response for a stored object (or a range of it)."""
+    """Return a response for a stored object (or a range of it) whose
+    ``body`` came from ``Storage.get_body``; an open file is closed by
+    the response."""
     status = status or entry.meta.status
     reason = entry.meta.reason if status == entry.meta.status else None
     if count is None:
         count = entry.meta.length - offset
-    if body is not None:
+    if isinstance(body, bytes):
         response = Response(
             status=status, reason=reason, headers=headers,
             body=body[offset:offset + count] if count != len(body) else body,
         )
         return response
 
-    return SendfileResponse(
-        entry.path, offset, count, status, reason or "", headers
-    )
+    return SendfileResponse(body, offset, count, status, reason or "", headers)
 
 
 def not_modified(headers: CIMultiDict[str]) -> web.Response:

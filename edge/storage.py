@@ -32,7 +32,7 @@ import logging
 import os
 import secrets
 import time
-from typing import Any, Callable, Iterator
+from typing import Any, BinaryIO, Callable, Iterator
 
 from multidict import CIMultiDict
 
@@ -47,6 +47,9 @@ MEMORY_OBJECT_MAX = 1024 * 1024
 # After a disk error, retry writing after this long.
 DEGRADED_SECONDS = 30.0
 _FORMAT = 1
+
+# A body to serve: bytes from the memory tier, or the open body file.
+Body = bytes | BinaryIO
 
 
 @dataclasses.dataclass(frozen=True)
@@ -251,26 +254,64 @@ class Storage:
     def read_body(self, entry: Entry) -> bytes | None:
         """Return the body from memory, loading small objects on first use.
 
-        Returns None for objects served from disk (too big for memory).
+        Returns None for objects served from disk (too big for memory),
+        and for a small object whose body file is missing or of the
+        wrong length: that entry is dropped (``is_stored`` turns false).
         Blocking read of at most ``MEMORY_OBJECT_MAX`` bytes.
         """
         if entry.body is not None:
-            self._memory.move_to_end(entry.meta.name)
+            if entry.meta.name in self._memory:
+                self._memory.move_to_end(entry.meta.name)
             return entry.body
         if not self._fits_memory(entry.meta.length):
             return None
         try:
             with open(entry.path, "rb") as fh:
                 body = fh.read()
-        except OSError:
-            self.remove(entry)
+        except OSError as exc:
+            self._drop_lost(entry, exc.strerror or str(exc))
             return None
         if len(body) != entry.meta.length:
-            self.remove(entry)
+            self._drop_lost(entry, f"{len(body)} bytes on disk")
             return None
         self._remember(entry, body)
 
         return body
+
+    def get_body(self, entry: Entry) -> Body | None:
+        """Return the body to serve: bytes from memory, or the body file
+        open for reading (the caller closes it).
+
+        None when the body is missing or of the wrong length: the entry
+        is dropped and logged, and the caller answers as for a miss, so
+        a lost file costs one origin fetch, never a client's answer.
+        Blocking: an open, or a read of at most ``MEMORY_OBJECT_MAX``.
+        """
+        body = self.read_body(entry)
+        if body is not None or self._fits_memory(entry.meta.length):
+            return body
+        try:
+            fobj = open(entry.path, "rb")
+        except OSError as exc:
+            self._drop_lost(entry, exc.strerror or str(exc))
+            return None
+        if os.fstat(fobj.fileno()).st_size != entry.meta.length:
+            fobj.close()
+            self._drop_lost(entry, "body file of the wrong length")
+            return None
+
+        return fobj
+
+    def is_stored(self, entry: Entry) -> bool:
+        """True while ``entry`` is the indexed object of its name (not
+        purged, evicted or replaced since it was looked up)."""
+        return self._lru.get(entry.meta.name) is entry
+
+    def _drop_lost(self, entry: Entry, reason: str) -> None:
+        if self.is_stored(entry):
+            log.warning("cache object lost its body, dropped key=%s file=%s "
+                        "reason=%s", entry.meta.primary, entry.path, reason)
+        self.remove(entry)
 
     def _fits_memory(self, length: int) -> bool:
         return length <= min(MEMORY_OBJECT_MAX, self.memory_bytes)
@@ -383,16 +424,36 @@ class Storage:
 
         return entry
 
-    async def update(self, entry: Entry, meta: ObjectMeta) -> Entry:
+    async def update(self, entry: Entry, meta: ObjectMeta) -> Entry | None:
         """Replace an object's metadata, keeping its body (after a 304).
 
-        On a disk error the new metadata is kept in memory only.
+        Returns None and changes nothing when ``entry`` is no longer
+        stored, before or while the new metadata is written (purged,
+        evicted or replaced): RFC 9111 §4.3.4 lets a 304 update only a
+        stored response, and its body may be gone. On a disk error the
+        new metadata is kept in memory only.
         """
+        if not self.is_stored(entry):
+            return None
         folder = os.path.dirname(entry.path)
+        temp = None
         try:
-            await self._write_meta(folder, meta)
+            temp = await self._stage_meta(meta)
+        except StorageError:
+            pass  # ``write`` logged it and degraded the cache
         except OSError as exc:
             self._degrade("update", exc, folder, meta.primary)
+        # No await from this check to the index change below.
+        if not self.is_stored(entry):
+            if temp is not None:
+                _unlink_quietly(temp)
+            return None
+        if temp is not None:
+            try:
+                os.rename(temp, os.path.join(folder, meta.name + ".meta"))
+            except OSError as exc:
+                _unlink_quietly(temp)
+                self._degrade("update", exc, folder, meta.primary)
         fresh = Entry(meta, entry.path)
         fresh.body = entry.body
         self._replace(fresh, keep_body_file=True)
@@ -400,6 +461,11 @@ class Storage:
         return fresh
 
     async def _write_meta(self, folder: str, meta: ObjectMeta) -> None:
+        temp = await self._stage_meta(meta)
+        os.rename(temp, os.path.join(folder, meta.name + ".meta"))
+
+    async def _stage_meta(self, meta: ObjectMeta) -> str:
+        """Write ``meta`` to a fsynced file in ``tmp/``; return its path."""
         temp = os.path.join(self._tmp, secrets.token_hex(12) + ".meta")
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
@@ -407,9 +473,13 @@ class Storage:
             await asyncio.get_running_loop().run_in_executor(
                 None, os.fsync, fd
             )
-        finally:
+        except BaseException:
             os.close(fd)
-        os.rename(temp, os.path.join(folder, meta.name + ".meta"))
+            _unlink_quietly(temp)
+            raise
+        os.close(fd)
+
+        return temp
 
     def _replace(self, entry: Entry, keep_body_file: bool = False) -> None:
         old = self._lru.get(entry.meta.name)
