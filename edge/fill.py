@@ -38,7 +38,7 @@ class FillState(enum.Enum):
 
     WAITING = "waiting"      # origin headers not yet in
     STREAMING = "streaming"  # body arriving; readers may follow
-    DONE = "done"            # committed (or revalidated): ``entry`` set
+    DONE = "done"            # complete; ``entry`` set unless not kept
     UNSHARED = "unshared"    # reply not shareable: followers fetch alone
     FAILED = "failed"        # ``error`` set
 
@@ -166,6 +166,14 @@ class Fill:
                 self.written += len(chunk)
                 self.notify()
             committing = True
+            if not storage.can_hold(self.written):
+                # Served to its readers, kept by nobody: DONE without
+                # an entry.
+                log.info("object bigger than the disk cache not kept "
+                         "key=%s bytes=%d", self.primary, self.written)
+                storage.discard(fd, temp)
+                self.finish(FillState.DONE)
+                return
             complete = ObjectMeta(**{**meta.__dict__, "length": self.written})
             self.entry = await storage.commit(complete, fd, temp)
             if self.purged:
@@ -211,6 +219,12 @@ class FillRegistry:
             self._fills[primary] = fill
 
         return fill
+
+    def readmit(self, fill: Fill) -> None:
+        """Offer ``fill`` to followers again (a purge had withdrawn it)
+        unless another fill for its key is in flight."""
+        if fill.primary not in self._fills:
+            self._fills[fill.primary] = fill
 
     def purge(self, match: Callable[[str], bool]) -> None:
         """Mark fills for matching keys so their results are not kept."""

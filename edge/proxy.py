@@ -299,7 +299,9 @@ class Proxy:
                 # purge, so its result may be kept.
                 log.info("stored copy gone during revalidation, fetching "
                          "it whole key=%s", ask.primary)
-                fill.purged = False
+                if fill.purged:
+                    fill.purged = False
+                    self.fills.readmit(fill)
                 return await self._run_fill(ask, fill, None)
             fill.revalidated = True
             self.fills.forget(fill)
@@ -409,6 +411,11 @@ class Proxy:
         self, request: web.BaseRequest, ask: Ask, fill: Fill, x_cache: str
     ) -> web.StreamResponse:
         if fill.state is FillState.STREAMING and "Range" in request.headers:
+            if fill.length is not None and \
+                    not self.storage.can_hold(fill.length):
+                # It will not be kept to cut ranges from: the origin
+                # answers this one (RFC 9110 §14.2).
+                return await self.pass_through(request, ask, "MISS")
             # Ranges are cut from the complete object.
             await fill.settled()
         if fill.state is FillState.DONE:

@@ -350,6 +350,11 @@ class Storage:
 
     # -- writing ---------------------------------------------------------
 
+    def can_hold(self, length: int) -> bool:
+        """True when an object of ``length`` bytes fits the disk tier;
+        a bigger one would evict everything, itself included."""
+        return length <= self.disk_bytes
+
     def is_writable(self) -> bool:
         """False while degraded to pass-through after a disk error."""
         return self._clock() >= self._degraded_until

@@ -186,3 +186,21 @@ async def test_ranges_of_an_object_bigger_than_the_disk_cap_are_answered(
     assert replies[3].body == body[100:200]
     assert (after.status, after.body) == (206, body[:10])
     assert small_edge.edge.storage.objects == 0
+
+
+async def test_an_object_bigger_than_the_disk_cap_evicts_nothing(
+    small_edge: EdgeUnderTest, origin: Origin
+) -> None:
+    """An object too big for the disk tier is served but never stored,
+    so it does not flush the objects that fit."""
+    origin.static("/small", b"s" * 1000, Cache_Control="max-age=60")
+    origin.static("/huge", os.urandom(300_000), Cache_Control="max-age=60")
+    await small_edge.get("/small")
+
+    huge = [await small_edge.get("/huge") for _ in range(2)]
+    small = await small_edge.get("/small")
+
+    assert [len(r.body) for r in huge] == [300_000] * 2
+    assert [r.x_cache for r in huge] == ["MISS", "MISS"]
+    assert small.x_cache == "HIT"
+    assert small_edge.edge.storage.evictions == 0
