@@ -14,6 +14,7 @@ import logging
 from typing import AsyncIterator, BinaryIO
 
 from aiohttp import web
+from aiohttp import HttpVersion11
 from aiohttp.abc import AbstractStreamWriter
 from multidict import CIMultiDict
 
@@ -46,6 +47,14 @@ class StreamResponse(web.StreamResponse):
 
     async def _prepare_headers(self) -> None:
         given = [name for name in _ADDED_BY_AIOHTTP if name in self.headers]
+        request = self._req
+        if request is not None and request.version < HttpVersion11 and \
+                self.content_length is None and not self._must_be_empty_body:
+            # RFC 9112 §6.3 item 8, §9.3: without chunked coding (1.1
+            # only) an HTTP/1.0 client learns where a body of unknown
+            # length ends from the close. aiohttp leaves such a
+            # connection open when the client asked for keep-alive.
+            self.force_close()
         await super()._prepare_headers()
         for name in _ADDED_BY_AIOHTTP:
             if name not in given:
