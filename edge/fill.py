@@ -66,6 +66,9 @@ class Fill:
         self.entry: Entry | None = None
         self.error: EdgeError | None = None
         self.revalidated = False
+        # The origin failed or answered 500/502/503/504: followers with
+        # a stale copy serve it instead of asking again (RFC 5861 §4).
+        self.origin_failed = False
         # Set by a purge while the fill runs: do not keep the result.
         self.purged = False
         self._share_fd = -1

@@ -202,18 +202,16 @@ class Proxy:
         return respond.from_entry(entry, body, headers)
 
     def _serve_stale(
-        self, request: web.BaseRequest, stale: Entry | None,
-        failure: Callable[[], web.StreamResponse],
-    ) -> web.StreamResponse:
-        """Answer with ``stale`` when stale-if-error covers it, else
-        (or when its body is gone) with ``failure()``."""
-        answer = None
-        if self._may_serve_on_error(stale):
-            assert stale is not None
-            answer = self.serve(request, stale, stale.age(self.clock()),
-                                "STALE")
+        self, request: web.BaseRequest, stale: Entry | None
+    ) -> web.StreamResponse | None:
+        """Answer with ``stale`` after an origin failure when
+        stale-if-error covers it (RFC 5861 §4); None when it does not,
+        or when its body is gone."""
+        if not self._may_serve_on_error(stale):
+            return None
+        assert stale is not None
 
-        return answer or failure()
+        return self.serve(request, stale, stale.age(self.clock()), "STALE")
 
     # -- fills -----------------------------------------------------------
 
@@ -232,19 +230,20 @@ class Proxy:
         try:
             reply = await self._run_fill(ask, fill, stale)
         except OriginError as exc:
-            def failed() -> web.StreamResponse:
+            answer = self._serve_stale(request, stale)
+            if answer is None:
                 log.warning("origin failed key=%s error=%s", ask.primary, exc)
-                return respond.simple(exc.status, x_cache)
-            return self._serve_stale(request, stale, failed)
+                answer = respond.simple(exc.status, x_cache)
+            return answer
         if fill.revalidated:
             x_cache = "REVALIDATED"
         if reply is None:
             return await self._serve_fill(request, ask, fill, x_cache)
-        if reply.status in freshness.STALE_IF_ERROR_STATUSES and \
-                self._may_serve_on_error(stale):
-            reply.close()
-            return self._serve_stale(
-                request, stale, lambda: respond.simple(502, x_cache))
+        if fill.origin_failed:
+            answer = self._serve_stale(request, stale)
+            if answer is not None:
+                reply.close()
+                return answer
 
         return await self.relay(request, reply, x_cache)
 
@@ -255,6 +254,12 @@ class Proxy:
         # hit that waited; only the request that went to the origin is a
         # MISS.
         await fill.settled_or_streaming()
+        if fill.origin_failed:
+            # The origin just failed for this key: a stale copy answers
+            # now, without asking it again (RFC 5861 §4).
+            answer = self._serve_stale(request, stale)
+            if answer is not None:
+                return answer
         if fill.state is FillState.STREAMING and fill.vary_values == \
                 freshness.vary_values(fill.vary_fields, ask.headers):
             return await self._serve_fill(request, ask, fill, "HIT")
@@ -285,6 +290,7 @@ class Proxy:
             reply = await self._ask_upstream(ask, headers)
         except OriginError as exc:
             self.fills.forget(fill)
+            fill.origin_failed = True
             fill.finish(FillState.FAILED, exc)
             raise
         response_time = self.clock()
@@ -307,8 +313,10 @@ class Proxy:
             self.fills.forget(fill)
             fill.finish(FillState.DONE)
             return None
-        is_covered_error = reply.status in freshness.STALE_IF_ERROR_STATUSES \
-            and self._may_serve_on_error(stale)
+        fill.origin_failed = \
+            reply.status in freshness.STALE_IF_ERROR_STATUSES
+        is_covered_error = fill.origin_failed and \
+            self._may_serve_on_error(stale)
         if not is_covered_error and self._start_stream(
             ask, fill, reply, request_time, response_time
         ):
