@@ -473,6 +473,7 @@ class Proxy:
         body = None
         if request.body_exists and ask.method not in BODILESS_METHODS:
             body = request.content
+            await respond.continue_if_expected(request)
         try:
             reply = await self.origin.request(
                 ask.method, ask.site.origin, ask.target, headers, body,

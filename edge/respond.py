@@ -233,6 +233,24 @@ async def stream(
     return response
 
 
+async def continue_if_expected(request: web.BaseRequest) -> None:
+    """Send an interim 100 when the client waits for one before sending
+    its body; call just before the body is read.
+
+    RFC 9110 §10.1.1: a client sending ``Expect: 100-continue`` may wait
+    before sending content. The edge never forwards Expect (it sends
+    bodies upstream at once), so it answers for itself.
+    """
+    expect = request.headers.get("Expect", "")
+    if expect.strip().lower() != "100-continue" or \
+            request.version < HttpVersion11:
+        return
+    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    # The interim response is not the answer: ``front`` tells a started
+    # answer from ``output_size``.
+    request.writer.output_size = 0
+
+
 def abort(request: web.BaseRequest) -> None:
     """Drop the client connection without finishing the response."""
     transport = request.transport
