@@ -8,6 +8,9 @@ and also stop fills in flight for the purged keys from being kept.
     POST /_admin/purge?url=http://cdn.example.com/a.css   one URL
     POST /_admin/purge?prefix=http://cdn.example.com/img/  a path prefix
     POST /_admin/purge?site=cdn.example.com                 a whole site
+    POST /_admin/purge  {"url": "..."} (application/json)   the same
+
+How purge URLs are read and normalised: ``edge.purge``.
     POST /_admin/drain?on=1  |  POST /_admin/drain?on=0
     GET  /_admin/metrics                                    Prometheus text
 """
@@ -18,12 +21,11 @@ import hmac
 import json
 import logging
 from typing import Callable, Protocol
-from urllib.parse import urlsplit
-
 from aiohttp import web
 
-from edge import cachekey, respond
+from edge import purge, respond
 from edge.config import EdgeConfig
+from edge.errors import PurgeRequestError
 
 log = logging.getLogger("edge.admin")
 
@@ -74,7 +76,7 @@ async def handle(request: web.BaseRequest, edge: AdminTarget) -> web.Response:
     if request.method != "POST":
         return _json(405, {"error": "use POST"})
     if action == "purge":
-        return _purge(request, edge)
+        return await _purge(request, edge)
     if action == "drain":
         edge.draining = request.query.get("on", "1") not in ("0", "false", "off")
         log.info("draining=%s set by admin API", edge.draining)
@@ -83,37 +85,16 @@ async def handle(request: web.BaseRequest, edge: AdminTarget) -> web.Response:
     return _json(404, {"error": f"unknown admin action {action!r}"})
 
 
-def _purge(request: web.BaseRequest, edge: AdminTarget) -> web.Response:
-    query = request.query
-    if "site" in query:
-        site = edge.config.find_site(query["site"].lower())
-        if site is None:
-            return _json(404, {"error": f"unknown site {query['site']!r}"})
-        prefix = site.hostname + " "
-        count = edge.purge(lambda key: key.startswith(prefix))
-    elif "url" in query or "prefix" in query:
-        is_prefix = "prefix" in query
-        key = _key_for_url(edge.config, query.get("prefix") or query["url"])
-        if key is None:
-            return _json(400, {"error": "expected an http(s) URL of a site"})
-        if is_prefix:
-            count = edge.purge(lambda k: k.startswith(key))
+async def _purge(request: web.BaseRequest, edge: AdminTarget) -> web.Response:
+    try:
+        if request.content_type == "application/json":
+            params = purge.parse_json(await request.read())
         else:
-            count = edge.purge(lambda k: k == key)
-    else:
-        return _json(400, {"error": "give url=, prefix= or site="})
-    log.info("purge count=%d query=%s", count, request.query_string)
+            params = purge.parse_query(request.raw_path)
+        order = purge.find_purge(edge.config, params)
+    except PurgeRequestError as exc:
+        return _json(400, {"error": str(exc)})
+    count = edge.purge(order.matcher())
+    log.info("purge count=%d %s=%s", count, order.kind, order.shown)
 
-    return _json(200, {"purged": count})
-
-
-def _key_for_url(config: EdgeConfig, url: str) -> str | None:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return None
-    site = config.find_site(parts.hostname.lower().rstrip("."))
-    if site is None:
-        return None
-
-    return cachekey.primary_key(site.hostname, parts.path or "/", parts.query,
-                                site.sort_query)
+    return _json(200, {"purged": count, order.kind: order.shown})

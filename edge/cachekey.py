@@ -6,8 +6,10 @@ answers a HEAD (RFC 9111 §4.3.5); no other method is looked up.
 
 Normalising the path follows RFC 3986 §6.2.2: dot segments are removed
 (§5.2.4) and percent-encoded unreserved characters are decoded, while
-case is kept (paths are case-sensitive). The query is kept as sent
-unless the site opts in to sorting its parameters.
+case is kept (paths are case-sensitive). Characters a URI cannot hold
+unescaped (a space, raw UTF-8) are percent-encoded in path and query.
+The query is otherwise kept as sent unless the site opts in to sorting
+its parameters.
 
 Storage never sees a key as a path: ``storage_name`` hashes it, so no
 request target can name a file outside the cache directory.
@@ -22,6 +24,18 @@ _PERCENT = re.compile(r"%([0-9A-Fa-f]{2})")
 _UNRESERVED = frozenset(
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~"
 )
+
+
+# Characters a URI may hold unescaped (RFC 3986 §2, §3.3, §3.4) and
+# "%"; any other (a space, raw UTF-8) is percent-encoded, so a purge
+# URL written decoded names the object its encoded request stored.
+_NOT_IN_URI = re.compile(r"[^A-Za-z0-9\-._~!$&'()*+,;=:@/?%]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    raw = match.group(0).encode("utf-8", "surrogateescape")
+
+    return "".join(f"%{octet:02X}" for octet in raw)
 
 
 def _fix_percent(match: re.Match[str]) -> str:
@@ -56,13 +70,21 @@ def remove_dot_segments(path: str) -> str:
     return result
 
 
+def normalise_escapes(text: str) -> str:
+    """Return ``text`` with characters a URI cannot hold escaped, and
+    escapes of unreserved characters decoded (RFC 3986 §6.2.2)."""
+    return _PERCENT.sub(_fix_percent, _NOT_IN_URI.sub(_escape, text))
+
+
 def normalise_path(path: str) -> str:
     """Return the path as the cache key sees it (RFC 3986 §6.2.2)."""
-    return remove_dot_segments(_PERCENT.sub(_fix_percent, path or "/"))
+    return remove_dot_segments(normalise_escapes(path or "/"))
 
 
 def normalise_query(query: str, sort: bool) -> str:
-    """Return the query as sent, or with its parameters sorted when opted in."""
+    """Return the query with characters a URI cannot hold escaped, its
+    parameters sorted when opted in."""
+    query = _NOT_IN_URI.sub(_escape, query)
     if not sort or not query:
         return query
 
@@ -83,6 +105,29 @@ def normalise_target(path: str, query: str, sort_query: bool) -> str:
         target = f"{target}?{query}"
 
     return target
+
+
+def has_dot_segment(path: str) -> bool:
+    """True when ``path``, its unreserved escapes decoded, has a ``.``
+    or ``..`` segment (RFC 3986 §3.3)."""
+    segments = normalise_escapes(path).split("/")
+
+    return any(segment in (".", "..") for segment in segments)
+
+
+def key_prefix(site: str, path: str, query: str) -> str:
+    """Return the start that keys of targets beginning ``path?query``
+    share: escapes normalised as in ``primary_key``.
+
+    Dot segments cannot be resolved in a prefix (``/img/..`` starts
+    ``/img/..x`` as well as ``/img/../x``, which is ``/x``): the caller
+    refuses them first (``has_dot_segment``). Queries are never sorted.
+    """
+    target = normalise_escapes(path or "/")
+    if query:
+        target = f"{target}?{_NOT_IN_URI.sub(_escape, query)}"
+
+    return f"{site} {target}"
 
 
 def primary_key(site: str, path: str, query: str, sort_query: bool) -> str:

@@ -61,3 +61,8 @@ class OriginOutOfStepError(OriginProtocolError):
 
 class StorageError(EdgeError):
     """The cache directory could not be read or written."""
+
+
+class PurgeRequestError(EdgeError):
+    """A purge request names nothing this edge can purge: no site of
+    its, a malformed URL or body, or a prefix with a dot segment."""

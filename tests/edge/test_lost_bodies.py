@@ -84,7 +84,7 @@ async def test_304_after_a_purge_fetches_the_object_again(
     during = await pending
     after = await edge.get("/r")
 
-    assert purged == b'{"purged": 1}'
+    assert purged.startswith(b'{"purged": 1,')
     assert (during.status, during.body) == (200, b"NEW")
     assert (after.status, after.body, after.x_cache) == (200, b"NEW", "HIT")
     assert origin.count("/r") == 3

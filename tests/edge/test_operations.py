@@ -4,6 +4,7 @@ negative caching, Range from cache."""
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 from aiohttp import web
@@ -37,9 +38,12 @@ async def test_purge_by_url_prefix_and_site(
                         **TOKEN)
     await edge.get("/css/c.css")
 
-    assert one == (200, b'{"purged": 1}')
-    assert prefix == (200, b'{"purged": 2}')
-    assert site == (200, b'{"purged": 1}')
+    assert one[0] == prefix[0] == site[0] == 200
+    assert json.loads(one[1]) == {
+        "purged": 1, "url": "http://cdn.example.com/img/a.png"}
+    assert json.loads(prefix[1]) == {
+        "purged": 2, "prefix": "http://cdn.example.com/img/"}
+    assert json.loads(site[1]) == {"purged": 1, "site": "cdn.example.com"}
     assert origin.count("/img/a.png") == 2
     assert origin.count("/img/b.png") == 1
     assert origin.count("/css/c.css") == 2

@@ -142,9 +142,12 @@ def test_http_dates_are_parsed_strictly(text: str, valid: bool) -> None:
     ("/../../etc/passwd", "/etc/passwd"),
     ("/Case/Kept", "/Case/Kept"),
     ("", "/"),
+    ("/sp ace/\u00e9", "/sp%20ace/%C3%A9"),
+    ("/a%2fb%", "/a%2Fb%"),
 ])
 def test_cache_key_paths_are_normalised(path: str, normal: str) -> None:
-    """RFC 3986 §6.2.2: dot segments, unreserved escapes; case kept."""
+    """RFC 3986 §6.2.2: dot segments, unreserved escapes, characters a
+    URI cannot hold escaped; case kept."""
     assert cachekey.normalise_path(path) == normal
 
 
