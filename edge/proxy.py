@@ -398,6 +398,9 @@ class Proxy:
         """Merge a 304 into the stored entry (RFC 9111 §3.2, §4.3.4);
         None when that entry is no longer stored."""
         fresh = reply.headers.copy()
+        # A parent edge's 304 carries its own X-Cache: not ours to keep.
+        for name in NOT_STORED:
+            fresh.popall(name, None)
         ages = reply.headers.getall("Age", [])
         date_value = parse_http_date(fresh.get("Date"))
         if date_value is None:

@@ -130,14 +130,20 @@ def cached_headers(entry: Entry, age: float, x_cache: str) -> CIMultiDict[str]:
     return headers
 
 
+# Fields every whole-body HIT gets from the edge itself: stored ones
+# (from an origin, or metadata written before they were filtered out)
+# are left out rather than sent twice.
+HIT_FIELDS = frozenset({"accept-ranges", "x-cache", "content-length", "age"})
+
+
 def hit_head(entry: Entry) -> bytes:
     """Return the status line and headers of a whole-body HIT, without
     Age and the blank line; computed once per stored object."""
     meta = entry.meta
-    withheld = entry.policy.withheld_fields
+    left_out = HIT_FIELDS.union(entry.policy.withheld_fields)
     lines = [f"HTTP/1.1 {meta.status} {meta.reason}"]
     lines.extend(f"{name}: {value}" for name, value in meta.headers
-                 if name.lower() not in withheld)
+                 if name.lower() not in left_out)
     lines.append("Accept-Ranges: bytes")
     lines.append("X-Cache: HIT")
     lines.append(f"Content-Length: {meta.length}")

@@ -70,3 +70,31 @@ async def test_fast_hits_are_counted_and_age(
 
     assert b"\r\nAge: 7\r\n" in head and body == b"HOT"
     assert edge.edge.metrics.requests["HIT"] == 1
+
+
+def _count(head: bytes, name: bytes) -> int:
+    return sum(line.lower().startswith(name.lower() + b":")
+               for line in head.split(b"\r\n"))
+
+
+async def test_generated_fields_appear_once_on_every_hit(
+    edge: EdgeUnderTest, origin: Origin
+) -> None:
+    """Fields the edge generates (X-Cache, Age, Accept-Ranges,
+    Content-Length) appear once on fast and general hits even when the
+    origin sent its own Accept-Ranges."""
+    origin.static("/ar", "AR", Cache_Control="max-age=60",
+                  Accept_Ranges="bytes")
+    await edge.get("/ar")
+
+    wire = await raw_exchange(edge.port, (
+        b"GET /ar HTTP/1.1\r\nHost: cdn.example.com\r\n\r\n"
+        b"GET /ar HTTP/1.1\r\nHost: cdn.example.com\r\nX-Other: 1\r\n"
+        b"Connection: close\r\n\r\n"))
+
+    heads = [reply.partition(b"\r\n\r\n")[0]
+             for reply in wire.split(b"HTTP/1.1 ")[1:]]
+    assert len(heads) == 2
+    for head in heads:
+        for name in (b"X-Cache", b"Age", b"Accept-Ranges", b"Content-Length"):
+            assert _count(head, name) == 1, (name, head)

@@ -7,11 +7,14 @@ import dataclasses
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 import pytest
+from aiohttp import web
 
 from edge.app import Edge
 from edge.config import SiteConfig
 from edge.upstream import Upstreams, has_passed_an_edge
-from tests.edge.conftest import EdgeUnderTest, FakeClock, Origin, make_config
+from tests.edge.conftest import (
+    EdgeUnderTest, FakeClock, Origin, make_config, raw_exchange,
+)
 
 Factory = Callable[..., Awaitable[EdgeUnderTest]]
 
@@ -103,3 +106,32 @@ def test_rendezvous_choice_is_stable_and_spreads_keys() -> None:
     assert three.candidates(site, "s /k1", True) == ["http://192.0.2.1"]
     assert has_passed_an_edge(["foo, pycdn; edge=x"])
     assert not has_passed_an_edge(["othercdn"])
+
+
+async def test_a_parents_304_leaves_no_x_cache_in_the_childs_copy(
+    origin: Origin, make_edge: Factory
+) -> None:
+    """After a revalidation through a parent, the child's hits carry one
+    X-Cache (its own): the parent's, in the 304, is not stored."""
+    async def tagged(request: web.BaseRequest, n: int) -> web.Response:
+        fields = {"ETag": '"t1"', "Cache-Control": "max-age=1"}
+        if request.headers.get("If-None-Match") == '"t1"':
+            return web.Response(status=304, headers=fields)
+        return web.Response(text="tagged", headers=fields)
+
+    origin.route("/t", tagged)
+    parent = await make_edge("parent", origin.url)
+    child = await make_edge("child", origin.url, (parent.url,))
+    await child.get("/t")
+    child.clock.advance(5)
+
+    revalidated = await child.get("/t")
+    hits = await raw_exchange(child.port, (
+        b"GET /t HTTP/1.1\r\nHost: cdn.example.com\r\n\r\n"
+        b"GET /t HTTP/1.1\r\nHost: cdn.example.com\r\n"
+        b"Connection: close\r\n\r\n"))
+
+    assert revalidated.x_cache == "REVALIDATED"
+    for hit in hits.split(b"HTTP/1.1 ")[1:]:
+        assert hit.lower().count(b"\r\nx-cache:") == 1
+        assert b"\r\nX-Cache: HIT\r\n" in hit
