@@ -139,7 +139,7 @@ def test_edge_passes_every_conformance_test_the_baseline_passes(
 
     A test that fails once but passes when the suite is run again is
     reported as intermittent and does not fail the gate; one that fails
-    in three runs in a row does.
+    in four runs in a row does.
     """
     base_summary, baseline = results.read_results(harness.BASELINE_PATH)
     workdir = tmp_path / "run"
