@@ -296,15 +296,16 @@ class Proxy:
         response_time = self.clock()
         if stale is not None and reply.status == 304:
             reply.close()
-            fill.entry = await self._refresh(stale, reply, request_time,
-                                             response_time)
+            fill.entry = await self._refresh(ask, stale, reply,
+                                             request_time, response_time)
             if fill.entry is None:
                 # RFC 9111 §4.3.4: the copy the 304 was about went
-                # (purged, evicted) while it was awaited; ask again
-                # unconditionally. That request is later than any
-                # purge, so its result may be kept.
-                log.info("stored copy gone during revalidation, fetching "
-                         "it whole key=%s", ask.primary)
+                # (purged, evicted) while it was awaited, or cannot be
+                # used; ask again unconditionally. That request is
+                # later than any purge, so its result may be kept.
+                log.info("stored copy gone or unusable after "
+                         "revalidation, fetching it whole key=%s",
+                         ask.primary)
                 if fill.purged:
                     fill.purged = False
                     self.fills.readmit(fill)
@@ -392,11 +393,16 @@ class Proxy:
         return True
 
     async def _refresh(
-        self, stale: Entry, reply: OriginResponse,
+        self, ask: Ask, stale: Entry, reply: OriginResponse,
         request_time: float, response_time: float,
     ) -> Entry | None:
         """Merge a 304 into the stored entry (RFC 9111 §3.2, §4.3.4);
-        None when that entry is no longer stored."""
+        None when that entry is no longer stored, or no longer usable
+        (the 304 says ``Vary: *``: it is then dropped).
+
+        A Vary the 304 changes decides later matches (§4.1), with this
+        request's values: the origin validated the copy for it.
+        """
         fresh = reply.headers.copy()
         # A parent edge's 304 carries its own X-Cache: not ours to keep.
         for name in NOT_STORED:
@@ -406,9 +412,16 @@ class Proxy:
         if date_value is None:
             date_value = response_time
             fresh["Date"] = format_http_date(response_time)
+        headers = freshness.merge_304(stale.meta.headers, fresh)
+        fields = freshness.get_vary_fields(CIMultiDict(headers))
+        if "*" in fields:
+            self.storage.remove(stale)
+            return None
         meta = dataclasses.replace(
             stale.meta,
-            headers=freshness.merge_304(stale.meta.headers, fresh),
+            headers=headers,
+            vary_fields=fields,
+            vary_values=freshness.vary_values(fields, ask.headers),
             request_time=request_time,
             response_time=response_time,
             date_value=date_value,

@@ -492,6 +492,13 @@ class Storage:
             self._unindex(old)
             if not keep_body_file and old.path != entry.path:
                 _unlink_quietly(old.path)
+        # A variant stored under another name that ``entry`` now stands
+        # for (its Vary was changed by a 304 since) goes.
+        meta = entry.meta
+        for other in list(self._variants.get(meta.primary, ())):
+            if other.meta.vary_fields == meta.vary_fields and \
+                    other.meta.vary_values == meta.vary_values:
+                self.remove(other)
         self._index(entry)
         if entry.body is not None:
             self._remember(entry, entry.body)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 
+import pytest
 from aiohttp import web
 
 from edge.httpdate import format_http_date
@@ -255,3 +256,37 @@ async def test_h10_a_404_is_forwarded_not_covered(
     reply = await edge.get("/news")
 
     assert reply.status == 404
+
+
+@pytest.mark.parametrize("vary", ["X-Dev", "*"])
+async def test_a_vary_added_by_a_304_decides_later_matches(
+    edge: EdgeUnderTest, origin: Origin, vary: str
+) -> None:
+    """RFC 9111 §4.3.4, §4.1: a 304 that adds Vary updates how the
+    stored copy is matched: a request with another X-Dev is not served
+    it; after ``Vary: *`` the copy is dropped and fetched whole."""
+    async def doc(request: web.BaseRequest, n: int) -> web.Response:
+        # From its second answer on, the origin varies.
+        fields = {"ETag": '"m"', "Cache-Control": "max-age=1"}
+        if n > 1:
+            fields.update({"Cache-Control": "max-age=60", "Vary": vary})
+        if request.headers.get("If-None-Match") == '"m"':
+            return web.Response(status=304, headers=fields)
+        return web.Response(text=f"m{n}", headers=fields)
+
+    origin.route("/m", doc)
+    await edge.get("/m")
+    edge.clock.advance(5)
+
+    revalidated = await edge.get("/m")
+    other = await edge.get("/m", X_Dev="other")
+    same = await edge.get("/m")
+
+    assert other.x_cache == "MISS" and other.body != b"m1"
+    if vary == "*":
+        assert (revalidated.x_cache, revalidated.body) == ("EXPIRED", b"m3")
+        assert same.x_cache == "MISS"
+    else:
+        assert (revalidated.x_cache, revalidated.body) == (
+            "REVALIDATED", b"m1")
+        assert (same.x_cache, same.body) == ("HIT", b"m1")
