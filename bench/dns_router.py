@@ -1,7 +1,7 @@
 """Benchmark: the router's answer rate on loopback against references.
 
 Starts, on 127.0.0.1 ports picked at run time:
-* dnsrouter (`service.run`) with the fixture zone, `workers` SO_REUSEPORT
+* dnsrouter (`service.run`) with the fixture zone, `workers` worker
   processes, three PoPs and healthy edges (a local health server), the
   test GeoIP database so ECS subnets route to EU and AP;
 * BIND `named` on the same zone (if installed), authoritative only;

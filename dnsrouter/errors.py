@@ -24,3 +24,8 @@ class MalformedEcsError(MalformedPacketError):
 
 class GeoIPError(DnsRouterError):
     """The GeoIP database is missing or not in MaxMind format."""
+
+
+class ListenError(DnsRouterError):
+    """A listen address cannot be bound; the message names the config
+    file, `server.listen`, the address and the reason."""

@@ -33,7 +33,7 @@ from __future__ import annotations
 import json
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -329,6 +329,7 @@ def default_prober(reactor: Any, config: HealthConfig) -> Callable[
 
 
 ChangeCallback = Callable[[str, EdgeHealth], None]
+ProbeKey = tuple[str, str | None, str]
 
 
 class _Schedule:
@@ -364,7 +365,11 @@ class HealthChecker:
         on_change: ChangeCallback,
         prober: Callable[[EdgeConfig], defer.Deferred[ProbeResult]] | None = None,
         rng: random.Random | None = None,
+        seed: Mapping[ProbeKey, EdgeHealth] | None = None,
     ) -> None:
+        """`seed`: states known from before (another process's probes of
+        the same edge), by probe_key; an edge absent from it starts in
+        the assumed-up state."""
         self.reactor = reactor
         self.config = config
         self.on_change = on_change
@@ -372,10 +377,20 @@ class HealthChecker:
         self.prober = prober or default_prober(reactor, config)
         self.rng = rng or random.Random()
         self.running = False
+        seed = seed or {}
         self._edges: dict[str, _Schedule] = {
-            edge.name: _Schedule(edge, EdgeMonitor(config.fall, config.rise))
+            edge.name: _Schedule(
+                edge,
+                EdgeMonitor(
+                    config.fall, config.rise, seed.get(probe_key(edge, config.host))
+                ),
+            )
             for edge in edges
         }
+
+    def probe_key_of(self, name: str) -> ProbeKey:
+        """The probe_key of a monitored edge; KeyError when unknown."""
+        return probe_key(self._edges[name].edge, self.config.host)
 
     def states(self) -> dict[str, EdgeHealth]:
         """The current health of every edge, by name."""
@@ -531,9 +546,13 @@ def transitions(
     return events
 
 
+def probe_key(edge: EdgeConfig, default_host: str | None) -> ProbeKey:
+    """What shapes an edge's probe: URL, Host header, check kind. Two
+    edges with the same key are probed alike, so share one health."""
+    return (edge.health_url, edge.health_host or default_host, edge.check)
+
+
 def _same_probe(
     a: EdgeConfig, a_host: str | None, b: EdgeConfig, b_host: str | None
 ) -> bool:
-    return (a.health_url, a.health_host or a_host, a.check) == (
-        b.health_url, b.health_host or b_host, b.check
-    )
+    return probe_key(a, a_host) == probe_key(b, b_host)

@@ -19,7 +19,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from dnsrouter.config import NetmapEntry
+from dnsrouter.config import NetmapEntry, RouterConfig
 from dnsrouter.errors import ConfigError
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -164,3 +164,15 @@ class NetmapFile:
             return None
 
         return status.st_mtime_ns, status.st_size
+
+
+def load_netmap(config: RouterConfig) -> tuple[NetworkMap, NetmapFile | None]:
+    """The config's map (inline entries plus its netmap file, read now)
+    and the watched file, if any; blocks on file I/O. Raises ConfigError."""
+    path = config.routing.netmap_file
+    if path is None:
+        return merge_entries(config.netmap, (), str(config.path)), None
+    watched = NetmapFile(path, {pop.name for pop in config.pops})
+    netmap = merge_entries(config.netmap, watched.read(), str(config.path))
+
+    return netmap, watched

@@ -26,7 +26,7 @@ import collections
 import ipaddress
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,9 +37,10 @@ from dnsrouter.decision import Decider, Decision, PopRanker
 from dnsrouter.ecs import ClientSubnet
 from dnsrouter.errors import ConfigError
 from dnsrouter.geoip import GeoDatabase
-from dnsrouter.health import EdgeHealth, HealthChecker, ProbeResult
-from dnsrouter.netmap import NetmapFile, NetworkMap, merge_entries
+from dnsrouter.health import EdgeHealth, HealthChecker, ProbeKey, ProbeResult
+from dnsrouter.netmap import NetmapFile, NetworkMap, load_netmap, merge_entries
 from dnsrouter.pools import EdgePool
+from dnsrouter.state import ServingState
 
 log = logging.getLogger("dnsrouter.routing")
 
@@ -83,18 +84,24 @@ class Router:
         geo: GeoDatabase,
         prober: Prober | None = None,
         rng: random.Random | None = None,
+        netmap: tuple[NetworkMap, NetmapFile | None] | None = None,
+        health_seed: Mapping[ProbeKey, EdgeHealth] | None = None,
     ) -> None:
+        """`netmap`: the map and watched file already loaded (else read
+        now); `health_seed`: edge states by probe, known from before."""
         self.reactor = reactor
         self.counters: collections.Counter[str] = collections.Counter()
         self._fail_open_since: set[tuple[str, int]] = set()
         self._netmap_loop: task.LoopingCall | None = None
         self._widen_loop: task.LoopingCall | None = None
         self._rng = rng or random.Random()
+        # Told of every edge state change (a worker passes them on).
+        self.on_health: Callable[[ProbeKey, EdgeHealth], None] | None = None
         self.health = HealthChecker(
             reactor, config.edges, config.health, self._health_changed,
-            prober=prober, rng=self._rng,
+            prober=prober, rng=self._rng, seed=health_seed,
         )
-        self._install(config, geo, *self._load_netmap(config))
+        self._install(config, geo, *(netmap or load_netmap(config)))
 
     @classmethod
     def from_config(
@@ -113,6 +120,19 @@ class Router:
             geo = GeoDatabase(config.geoip.database)
 
         return cls(config, reactor, geo, prober=prober, rng=rng)
+
+    @classmethod
+    def from_state(
+        cls,
+        state: ServingState,
+        reactor: Any,
+        health_seed: Mapping[ProbeKey, EdgeHealth] | None = None,
+    ) -> Router:
+        """A router over an already loaded state; no file I/O."""
+        return cls(
+            state.config, reactor, state.geo,
+            netmap=(state.netmap, state.netmap_file), health_seed=health_seed,
+        )
 
     # Lifecycle
 
@@ -144,15 +164,27 @@ class Router:
         if geo is None:
             geo = GeoDatabase(config.geoip.database)
         try:
-            netmap, watched = self._load_netmap(config)
+            netmap, watched = load_netmap(config)
         except ConfigError:
             if opened:
                 geo.close()
             raise
+        self._adopt(config, geo, (netmap, watched))
+
+    def reload_state(self, state: ServingState) -> None:
+        """Adopt an already loaded state; no I/O, never raises."""
+        self._adopt(state.config, state.geo, (state.netmap, state.netmap_file))
+
+    def _adopt(
+        self,
+        config: RouterConfig,
+        geo: GeoDatabase,
+        netmap: tuple[NetworkMap, NetmapFile | None],
+    ) -> None:
         self.stop_netmap_polling()
         self.health.reload(config.edges, config.health)
         old_geo = self.geo
-        self._install(config, geo, netmap, watched)
+        self._install(config, geo, *netmap)
         if old_geo is not geo:
             old_geo.close()
         if self.health.running:
@@ -345,16 +377,6 @@ class Router:
 
         return "ignored: resolver not in ecs_trusted"
 
-    @staticmethod
-    def _load_netmap(config: RouterConfig) -> tuple[NetworkMap, NetmapFile | None]:
-        path = config.routing.netmap_file
-        if path is None:
-            return merge_entries(config.netmap, (), str(config.path)), None
-        watched = NetmapFile(path, {pop.name for pop in config.pops})
-        netmap = merge_entries(config.netmap, watched.read(), str(config.path))
-
-        return netmap, watched
-
     def _install(
         self,
         config: RouterConfig,
@@ -387,6 +409,8 @@ class Router:
 
     def _health_changed(self, name: str, health: EdgeHealth) -> None:
         self._rebuild_pools()
+        if self.on_health is not None:
+            self.on_health(self.health.probe_key_of(name), health)
 
     def _rebuild_pools(self) -> None:
         states = self.health.states()

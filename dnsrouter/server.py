@@ -15,6 +15,7 @@ zones for every listener at once.
 
 from __future__ import annotations
 
+import errno
 import logging
 import socket
 import struct
@@ -30,6 +31,10 @@ from dnsrouter.responder import Responder
 log = logging.getLogger("dnsrouter.server")
 
 LISTEN_BACKLOG = 1024
+
+# Port 0 asks for any port; the one UDP gets may be taken for TCP, so a
+# few picks are tried before giving up.
+PORT_PICK_ATTEMPTS = 8
 
 # Time to receive one whole TCP message once its first octet is in.  A
 # query is one or two segments, so a client slower than this is holding
@@ -288,70 +293,80 @@ def _host(address: Any) -> str:
 
 
 @dataclass(frozen=True)
-class ListenSpec:
-    """Where to listen and how: the protocols and timing for one address."""
+class BoundAddress:
+    """The UDP and TCP sockets of one listen address, bound and listening.
+
+    Bound once, by the process that starts the service, and shared by
+    every worker it forks (each adopts them into its reactor): no
+    SO_REUSEPORT, so another server cannot bind the same address and
+    take a share of the queries, and a worker that dies leaves the
+    sockets, and the queries queued on them, to the others.
+    """
 
     host: str
     port: int
-    reuse_port: bool = False
+    family: int
+    udp: socket.socket
+    tcp: socket.socket
+
+    def close(self) -> None:
+        """Close this process's descriptors (forked copies stay open)."""
+        self.udp.close()
+        self.tcp.close()
 
 
-def listen(
-    reactor: Any,
-    spec: ListenSpec,
-    udp: DnsDatagramProtocol,
-    tcp: DnsStreamFactory,
-) -> tuple[IListeningPort, IListeningPort]:
-    """Start UDP and TCP on one address; port 0 picks one port for both.
+def bind_address(host: str, port: int) -> BoundAddress:
+    """Bind UDP and TCP on one address; port 0 picks one port for both.
 
-    `udp` must be a fresh protocol: Twisted binds one per port.
-
-    With `reuse_port`, sockets are opened with SO_REUSEPORT so several
-    worker processes share the address and the kernel spreads queries.
-    Raises OSError (address in use, no such address).
+    Raises OSError (address in use, no such address, no permission).
     """
-    if spec.reuse_port:
-        return _listen_reuse(reactor, spec, udp, tcp)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    for _ in range(PORT_PICK_ATTEMPTS if port == 0 else 1):
+        udp = _socket(family, socket.SOCK_DGRAM)
+        try:
+            udp.bind((host, port))
+            chosen = udp.getsockname()[1]
+            tcp = _socket(family, socket.SOCK_STREAM)
+            try:
+                # Only past connections in TIME_WAIT; a live listener on
+                # the address still makes bind fail.
+                tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                tcp.bind((host, chosen))
+                tcp.listen(LISTEN_BACKLOG)
+            except OSError:
+                tcp.close()
+                raise
+        except OSError as error:
+            udp.close()
+            if port != 0 or error.errno != errno.EADDRINUSE:
+                raise
+            continue
+        return BoundAddress(host, chosen, family, udp, tcp)
 
-    udp_port = reactor.listenUDP(spec.port, udp, interface=spec.host)
-    port = udp_port.getHost().port
-    try:
-        tcp_port = reactor.listenTCP(
-            port, tcp, backlog=LISTEN_BACKLOG, interface=spec.host
-        )
-    except Exception:
-        udp_port.stopListening()
-        raise
-
-    return udp_port, tcp_port
+    raise OSError(errno.EADDRINUSE, "no port free for both UDP and TCP")
 
 
-def _listen_reuse(
+def _socket(family: int, kind: int) -> socket.socket:
+    sock = socket.socket(family, kind)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    sock.setblocking(False)
+
+    return sock
+
+
+def adopt(
     reactor: Any,
-    spec: ListenSpec,
+    bound: BoundAddress,
     udp: DnsDatagramProtocol,
     tcp: DnsStreamFactory,
 ) -> tuple[IListeningPort, IListeningPort]:
-    family = socket.AF_INET6 if ":" in spec.host else socket.AF_INET
-    sockets = []
-    for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
-        sock = socket.socket(family, kind)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        if kind == socket.SOCK_STREAM:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.bind((spec.host, spec.port))
-        if kind == socket.SOCK_STREAM:
-            sock.listen(LISTEN_BACKLOG)
-        sock.setblocking(False)
-        sockets.append(sock)
-    try:
-        udp_port = reactor.adoptDatagramPort(sockets[0].fileno(), family, udp)
-        tcp_port = reactor.adoptStreamPort(sockets[1].fileno(), family, tcp)
-    finally:
-        # The reactor holds duplicates of the descriptors.
-        for sock in sockets:
-            sock.close()
+    """Serve a bound address with these protocols on `reactor`.
+
+    `udp` must be a fresh protocol: Twisted binds one per port. The
+    reactor holds duplicates of the descriptors; `bound` stays open.
+    """
+    udp_port = reactor.adoptDatagramPort(bound.udp.fileno(), bound.family, udp)
+    tcp_port = reactor.adoptStreamPort(bound.tcp.fileno(), bound.family, tcp)
 
     return udp_port, tcp_port

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from dnsrouter.service import RESTART_MAX_DELAY, RestartBackoff
+from dnsrouter.supervisor import RESTART_MAX_DELAY, RestartBackoff
 from tests.dns.helpers import REPO, ZONES
 from tests.dns.peers import free_port
 from tests.dns.test_service_e2e import CONFIG, dig, start
@@ -132,3 +132,69 @@ def test_worker_killed_while_files_are_bad_leaves_the_others_serving(
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+@pytest.mark.e2e
+def test_restarted_worker_serves_the_state_in_force_not_the_disk(
+    tmp_path: Path,
+) -> None:
+    """A record added on disk without SIGHUP, then kill -9 of a worker:
+    the replacement serves the zone in force like its sibling (no mixed
+    answers); the record shows everywhere after SIGHUP."""
+    proc, port = start(tmp_path, workers=2)
+    try:
+        zone = tmp_path / "zones" / "example.com.zone"
+        zone.write_text(zone.read_text() + "new IN A 192.0.2.99\n")
+        victim = _children(proc.pid)[0]
+
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while victim in _children(proc.pid) or len(_children(proc.pid)) < 2:
+            assert time.monotonic() < deadline, "killed worker not replaced"
+            time.sleep(0.1)
+        time.sleep(0.5)  # the replacement is listening
+        before = {dig(port, "new.example.com", "+short") for _ in range(20)}
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while {dig(port, "new.example.com", "+short") for _ in range(10)} != {
+            "192.0.2.99\n"
+        }:
+            assert time.monotonic() < deadline, "reload not applied everywhere"
+            time.sleep(0.1)
+
+        assert before == {""}
+    finally:
+        proc.kill()
+        proc.wait(5)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("workers", [1, 2])
+def test_second_server_on_a_served_address_is_refused_in_one_line(
+    tmp_path: Path, workers: int
+) -> None:
+    """A second `serve` on the address a running one serves (workers 1
+    or 2) exits 1 with `FILE: server.listen: cannot listen on ADDR:
+    REASON`, and the first keeps every query (none is taken by the
+    newcomer)."""
+    proc, port = start(tmp_path, workers=workers)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", RUN, str(tmp_path / "router.toml")],
+            capture_output=True, text=True, cwd=REPO, timeout=20,
+        )
+        answers = {dig(port, "www.example.com", "+short") for _ in range(10)}
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"{tmp_path / 'router.toml'}: server.listen: cannot listen on "
+        f"127.0.0.1:{port}: Address already in use"
+    )
+    assert "Error(" not in result.stderr and "Traceback" not in result.stderr
+    assert answers == {"192.0.2.10\n"}
+
+
+RUN = "import sys; from dnsrouter import service; sys.exit(service.run(sys.argv[1]))"
