@@ -25,7 +25,7 @@ from edge.metrics import Metrics
 from edge.origin import OriginClient
 from edge.proxy import Ask, Proxy, request_cache_control
 from edge.storage import Entry, Storage
-from edge.upstream import Upstreams, has_passed_an_edge
+from edge.upstream import Upstreams
 
 log = logging.getLogger("edge.app")
 access_log = logging.getLogger("edge.access")
@@ -69,12 +69,14 @@ class Edge:
             server.cache_dir, int(server.disk_cache_mb * MB),
             int(server.memory_cache_mb * MB),
         )
-        self.origin = OriginClient(server.name, server.connect_timeout,
-                                   server.read_timeout)
-        self.metrics = Metrics()
         own = (f"http://{server.host}:{server.port}",)
+        upstreams = Upstreams(server.parents, own)
+        self.origin = OriginClient(server.name, server.connect_timeout,
+                                   server.read_timeout,
+                                   upstreams.loop_entry(server.name))
+        self.metrics = Metrics()
         self.proxy = Proxy(self.storage, self.origin, self.metrics, clock,
-                           Upstreams(server.parents, own))
+                           upstreams)
         self._sites = {name: site for site in config.sites
                        for name in site.names}
         self._default_ports = {"80", "443", str(server.port)}
@@ -315,7 +317,8 @@ class Edge:
             headers=request.headers,
             remote=request.remote,
             cc=request_cache_control(request.headers),
-            from_edge=has_passed_an_edge(request.headers.getall("CDN-Loop", [])),
+            looped=self.proxy.upstreams.has_looped(
+                request.headers.getall("CDN-Loop", [])),
         )
         if ask.method in ("GET", "HEAD"):
             return await self.proxy.lookup(request, ask)

@@ -30,7 +30,6 @@ from edge.errors import (
     OriginTimeoutError,
     OriginUnreachableError,
 )
-from edge.upstream import CDN_TOKEN
 
 log = logging.getLogger("edge.origin")
 
@@ -161,10 +160,12 @@ class OriginClient:
     """A pooled aiohttp client shared by every site of the edge."""
 
     def __init__(
-        self, via_name: str, connect_timeout: float, read_timeout: float
+        self, via_name: str, connect_timeout: float, read_timeout: float,
+        cdn_loop: str,
     ) -> None:
         self.via = f"1.1 {via_name}"
-        self.cdn_loop = f"{CDN_TOKEN}; edge={via_name}"
+        # This edge's CDN-Loop entry (``Upstreams.loop_entry``).
+        self.cdn_loop = cdn_loop
         self._timeout = aiohttp.ClientTimeout(
             total=None, connect=connect_timeout, sock_read=read_timeout
         )

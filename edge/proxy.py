@@ -61,8 +61,9 @@ class Ask:
     headers: CIMultiDictProxy[str]
     remote: str | None
     cc: dict[str, str | None]
-    # The request came through another of our edges (CDN-Loop).
-    from_edge: bool = False
+    # The request passed this edge before: a cycle of parents (its own
+    # CDN-Loop entry); it goes to the origin only.
+    looped: bool = False
 
     @property
     def is_authorized(self) -> bool:
@@ -120,7 +121,8 @@ class Proxy:
             return respond.simple(504, x_cache)
         if ask.method == "HEAD":
             fill = self.fills.get(ask.primary)
-            if fill is not None and not ask.is_authorized:
+            if fill is not None and not ask.is_authorized and \
+                    not ask.looped:
                 return await self._follow(request, ask, fill, entry)
             return await self.pass_through(request, ask, x_cache)
 
@@ -220,7 +222,10 @@ class Proxy:
         shared: bool = True,
     ) -> web.StreamResponse:
         """Fetch through a fill, joining one in flight when allowed."""
-        shared = shared and not ask.is_authorized and "no-store" not in ask.cc
+        # A looped request must not wait on this edge's own fill: that
+        # fill is what it is part of.
+        shared = shared and not ask.is_authorized and \
+            "no-store" not in ask.cc and not ask.looped
         if shared:
             fill = self.fills.get(ask.primary)
             if fill is not None:
@@ -328,15 +333,15 @@ class Proxy:
         return reply
 
     async def _ask_upstream(
-        self, ask: Ask, headers: CIMultiDict[str]
+        self, ask: Ask, headers: CIMultiDict[str], method: str = "GET"
     ) -> OriginResponse:
-        """GET from the key's parents in order, then from the origin."""
+        """Ask the key's parents in order, then the origin."""
         candidates = self.upstreams.candidates(ask.site, ask.primary,
-                                               ask.from_edge)
+                                               ask.looped)
         for base in candidates:
             started = time.monotonic()
             try:
-                reply = await self.origin.request("GET", base, ask.target,
+                reply = await self.origin.request(method, base, ask.target,
                                                   headers)
             except OriginError as exc:
                 if base == ask.site.origin:
@@ -491,10 +496,14 @@ class Proxy:
             body = request.content
             await respond.continue_if_expected(request)
         try:
-            reply = await self.origin.request(
-                ask.method, ask.site.origin, ask.target, headers, body,
-                request.content_length,
-            )
+            if ask.method == "HEAD":
+                # A parent may hold it: HEAD takes the path of a fill.
+                reply = await self._ask_upstream(ask, headers, "HEAD")
+            else:
+                reply = await self.origin.request(
+                    ask.method, ask.site.origin, ask.target, headers, body,
+                    request.content_length,
+                )
         except OriginError as exc:
             log.warning("origin failed key=%s error=%s", ask.primary, exc)
             return respond.simple(exc.status, x_cache)

@@ -7,15 +7,19 @@ each object is fetched from the origin by one parent only, and when a
 parent fails only its share moves, to each key's next choice. With no
 parent reachable the edge goes to the origin itself.
 
-Loops are impossible: every request sent upstream carries
-``CDN-Loop: pycdn`` (RFC 8586), and a request that arrives with it came
-from one of our edges, so it is sent only to the origin, never to
-another parent.
+Loops end after one round (RFC 8586): every request sent upstream
+carries this edge's ``CDN-Loop`` entry, ``pycdn; edge=NAME; id=ID``,
+where ID is drawn at random when the edge starts. A request that comes
+back with this edge's own entry has gone round a cycle of parents, and
+is sent to the origin only. Only the edge's own entry counts: clients
+never see the entries edges send upstream, so they cannot forge one to
+send misses past the shield tier, and tiers of several levels work.
 """
 
 from __future__ import annotations
 
 import hashlib
+import secrets
 import time
 from typing import Callable
 
@@ -27,30 +31,39 @@ CDN_TOKEN = "pycdn"
 PARENT_RETRY_SECONDS = 10.0
 
 
-def has_passed_an_edge(cdn_loop: list[str]) -> bool:
-    """True when a CDN-Loop field shows one of our edges already relayed."""
-    for line in cdn_loop:
-        for item in line.split(","):
-            if item.split(";")[0].strip().lower() == CDN_TOKEN:
-                return True
-
-    return False
-
-
 class Upstreams:
-    """Parent choice and the bookkeeping of failed parents."""
+    """Parent choice, loop detection and the bookkeeping of failed
+    parents."""
 
     def __init__(
         self, parents: tuple[str, ...], own_bases: tuple[str, ...] = (),
         clock: Callable[[], float] = time.monotonic,
+        loop_id: str | None = None,
     ) -> None:
         self.parents = tuple(p for p in parents if p not in own_bases)
+        # 64 random bits: not guessable by a client, unique per start.
+        self.loop_id = loop_id or secrets.token_hex(8)
         self._clock = clock
         self._down_until: dict[str, float] = {}
 
-    def candidates(self, site: SiteConfig, key: str, from_edge: bool) -> list[str]:
+    def loop_entry(self, name: str) -> str:
+        """Return this edge's CDN-Loop entry, with its ``name``."""
+        return f"{CDN_TOKEN}; edge={name}; id={self.loop_id}"
+
+    def has_looped(self, cdn_loop: list[str]) -> bool:
+        """True when CDN-Loop field lines hold this edge's own entry."""
+        for line in cdn_loop:
+            for item in line.split(","):
+                token, *params = (p.strip() for p in item.split(";"))
+                if token.lower() == CDN_TOKEN and \
+                        f"id={self.loop_id}" in params:
+                    return True
+
+        return False
+
+    def candidates(self, site: SiteConfig, key: str, looped: bool) -> list[str]:
         """Return the base URLs to try in order; the origin is last."""
-        if from_edge or not self.parents:
+        if looped or not self.parents:
             return [site.origin]
         now = self._clock()
         ranked = sorted(self.parents, key=lambda p: _weight(p, key),

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from edge.app import Edge
 from edge.config import SiteConfig
-from edge.upstream import Upstreams, has_passed_an_edge
+from edge.upstream import Upstreams
 from tests.edge.conftest import (
     EdgeUnderTest, FakeClock, Origin, make_config, raw_exchange,
 )
@@ -73,21 +73,43 @@ async def test_a_dead_parent_moves_its_share_then_the_origin_serves(
     assert origin.count("/x") == 1
 
 
-async def test_parents_never_relay_to_another_parent(
+async def test_a_parent_cycle_ends_at_the_origin_after_one_round(
     origin: Origin, make_edge: Factory
 ) -> None:
-    """A misconfigured cycle (each edge the other's parent) still ends at
-    the origin after one hop."""
+    """A misconfigured cycle (each edge the other's parent) ends at the
+    origin as soon as a request comes back to an edge it passed (its
+    own CDN-Loop entry, RFC 8586)."""
     origin.static("/loop", "l", Cache_Control="max-age=600")
     first = await make_edge("first", origin.url)
     second = await make_edge("second", origin.url, (first.url,))
-    first.edge.proxy.upstreams = Upstreams((second.url,))
+    first.edge.proxy.upstreams = Upstreams(
+        (second.url,), loop_id=first.edge.proxy.upstreams.loop_id)
 
     reply = await second.get("/loop")
 
     assert reply.status == 200
     assert origin.count("/loop") == 1
-    assert origin.seen[0].headers["Via"] == "1.1 second, 1.1 first"
+    assert origin.seen[0].headers["Via"] == \
+        "1.1 second, 1.1 first, 1.1 second"
+
+
+async def test_head_misses_and_forged_loop_marks_still_use_the_parent(
+    origin: Origin, make_edge: Factory
+) -> None:
+    """A child's HEAD miss is answered through its parent, and a client's
+    made-up ``CDN-Loop: pycdn`` does not send its misses past the
+    parent: only the edge's own (unguessable) entry counts."""
+    origin.static("/p", "held", Cache_Control="max-age=600")
+    parent = await make_edge("parent", origin.url)
+    child = await make_edge("child", origin.url, (parent.url,))
+    await parent.get("/p")
+
+    head = await child.request("HEAD", "/p")
+    forged = await child.get("/p", CDN_Loop="pycdn; edge=child, pycdn")
+
+    assert head.status == 200 and head.headers["Content-Length"] == "4"
+    assert forged.body == b"held"
+    assert origin.count("/p") == 1
 
 
 def test_rendezvous_choice_is_stable_and_spreads_keys() -> None:
@@ -104,8 +126,18 @@ def test_rendezvous_choice_is_stable_and_spreads_keys() -> None:
     assert len(set(first.values())) == 3
     assert all(after[k] == first[k] for k in keys if first[k] != "http://c")
     assert three.candidates(site, "s /k1", True) == ["http://192.0.2.1"]
-    assert has_passed_an_edge(["foo, pycdn; edge=x"])
-    assert not has_passed_an_edge(["othercdn"])
+
+
+def test_only_the_edges_own_loop_entry_marks_a_loop() -> None:
+    """An entry with this edge's id is a loop; other CDNs' entries and
+    other edges' (or made-up) pycdn entries are not."""
+    upstreams = Upstreams(("http://a",))
+    own = upstreams.loop_entry("e1")
+
+    assert upstreams.has_looped([f"foo, {own}"])
+    assert not upstreams.has_looped(["othercdn", "pycdn; edge=e1"])
+    assert not upstreams.has_looped([own.replace(upstreams.loop_id, "x")])
+    assert Upstreams(()).loop_id != upstreams.loop_id
 
 
 async def test_a_parents_304_leaves_no_x_cache_in_the_childs_copy(
