@@ -68,6 +68,7 @@ class Edge:
         self.storage = Storage(
             server.cache_dir, int(server.disk_cache_mb * MB),
             int(server.memory_cache_mb * MB),
+            max_variants=server.max_variants,
         )
         own = (f"http://{server.host}:{server.port}",)
         upstreams = Upstreams(server.parents, own)

@@ -34,6 +34,11 @@ DEFAULT_HEADER_TIMEOUT = 60.0
 # clients before it cuts them: most transfers finish well within it,
 # and a supervisor's stop timeout (systemd: 90 s) is longer.
 DEFAULT_SHUTDOWN_GRACE = 30.0
+# Stored Vary variants per URL, the oldest dropped beyond it: every
+# lookup scans them, so a client inventing header values must not make
+# the list long. Room for codings times a few languages; Apache Traffic
+# Server keeps 5 alternates by default.
+DEFAULT_MAX_VARIANTS = 16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +81,7 @@ class ServerConfig:
     max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
     max_header_lines: int = DEFAULT_MAX_HEADER_LINES
     max_body_mb: float = 64
+    max_variants: int = DEFAULT_MAX_VARIANTS
     access_log: bool = True
     # Parent edges (a shield tier) that misses are fetched through, as
     # base URLs; empty means straight to each site's origin.
@@ -170,6 +176,7 @@ _NUMBERS: tuple[tuple[str, type, float], ...] = (
     ("max_body_mb", float, 0), ("max_connections", int, 1),
     ("max_target_bytes", int, 1), ("max_field_bytes", int, 1),
     ("max_header_bytes", int, 1), ("max_header_lines", int, 1),
+    ("max_variants", int, 1),
 )
 
 

@@ -37,6 +37,7 @@ from typing import Any, BinaryIO, Callable, Iterator
 from multidict import CIMultiDict
 
 from edge import freshness
+from edge.config import DEFAULT_MAX_VARIANTS
 from edge.errors import StorageError
 
 log = logging.getLogger("edge.storage")
@@ -165,10 +166,13 @@ class Storage:
         disk_bytes: int,
         memory_bytes: int,
         clock: Callable[[], float] = time.monotonic,
+        max_variants: int = DEFAULT_MAX_VARIANTS,
     ) -> None:
         self.root = root
         self.disk_bytes = disk_bytes
         self.memory_bytes = memory_bytes
+        # Variants kept per primary key, the oldest stored dropped first.
+        self.max_variants = max_variants
         self._clock = clock
         self._variants: dict[str, list[Entry]] = {}
         self._lru: collections.OrderedDict[str, Entry] = \
@@ -219,6 +223,10 @@ class Storage:
         loaded.sort(key=lambda e: e.meta.response_time)
         for entry in loaded:
             self._index(entry)
+            variants = self._variants[entry.meta.primary]
+            if len(variants) > self.max_variants:
+                # Kept under a larger max_variants before this start.
+                self.remove(variants[0])
 
     def _load_one(self, folder: str, file: str, names: set[str]) -> Entry | None:
         meta_path = os.path.join(folder, file)
@@ -500,6 +508,10 @@ class Storage:
                     other.meta.vary_values == meta.vary_values:
                 self.remove(other)
         self._index(entry)
+        variants = self._variants[meta.primary]
+        while len(variants) > self.max_variants:
+            self.remove(variants[0])
+            self.evictions += 1
         if entry.body is not None:
             self._remember(entry, entry.body)
         elif self._fits_memory(entry.meta.length):

@@ -7,12 +7,16 @@ case has times. The origin is scriptable and counts what it was asked.
 from __future__ import annotations
 
 import gzip
+from typing import Any
 
 import pytest
 from aiohttp import web
 
+from edge.app import Edge
 from edge.httpdate import format_http_date
-from tests.edge.conftest import EdgeUnderTest, FakeClock, Origin, raw_exchange
+from tests.edge.conftest import (
+    EdgeUnderTest, FakeClock, Origin, make_config, raw_exchange,
+)
 
 JS = b"console.log(1)\n"
 
@@ -290,3 +294,30 @@ async def test_a_vary_added_by_a_304_decides_later_matches(
         assert (revalidated.x_cache, revalidated.body) == (
             "REVALIDATED", b"m1")
         assert (same.x_cache, same.body) == ("HIT", b"m1")
+
+
+async def test_variants_per_url_are_capped_oldest_first(
+    tmp_path: Any, origin: Origin, clock: FakeClock
+) -> None:
+    """With ``max_variants = 3``, a fourth Vary variant of one URL drops
+    the oldest: at most three are stored and the newest three hit."""
+    async def varied(request: web.BaseRequest, n: int) -> web.Response:
+        return web.Response(text=request.headers.get("X-V", "-"), headers={
+            "Cache-Control": "max-age=600", "Vary": "X-V"})
+
+    origin.route("/v", varied)
+    config = make_config(origin.url, str(tmp_path / "cache"), max_variants=3)
+    edge = EdgeUnderTest(Edge(config, clock=clock), clock)
+    await edge.start()
+    try:
+        for value in "12345":
+            await edge.get("/v", X_V=value)
+        again = {v: (await edge.get("/v", X_V=v)).x_cache for v in "345"}
+        first = await edge.get("/v", X_V="1")
+        stored = edge.edge.storage.objects
+    finally:
+        await edge.stop()
+
+    assert again == {"3": "HIT", "4": "HIT", "5": "HIT"}
+    assert (first.x_cache, first.body) == ("MISS", b"1")
+    assert stored == 3

@@ -26,6 +26,8 @@ GOOD_SITE = '[[site]]\nhostname = "cdn.example.com"\norigin = "http://127.0.0.1:
     (GOOD_SERVER + 'max_connections = "many"\n' + GOOD_SITE,
      "server.max_connections", "expected int"),
     (GOOD_SERVER + "colour = 1\n" + GOOD_SITE, "server.colour", "unknown key"),
+    (GOOD_SERVER + "max_variants = 0\n" + GOOD_SITE,
+     "server.max_variants", ">= 1"),
     (GOOD_SERVER + 'parents = ["ftp://x"]\n' + GOOD_SITE,
      "server.parents[0]", "http"),
     (GOOD_SERVER + '[[site]]\nhostname = "a"\norigin = "http://h/path"\n',
