@@ -30,7 +30,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from twisted.internet import defer, task
+from twisted.internet import defer, task, threads
+from twisted.python.failure import Failure
 
 from dnsrouter.config import CdnConfig, EdgeConfig, RouterConfig, is_trusted_resolver
 from dnsrouter.decision import Decider, Decision, PopRanker
@@ -93,6 +94,7 @@ class Router:
         self.counters: collections.Counter[str] = collections.Counter()
         self._fail_open_since: set[tuple[str, int]] = set()
         self._netmap_loop: task.LoopingCall | None = None
+        self._netmap_reading = False
         self._widen_loop: task.LoopingCall | None = None
         self._rng = rng or random.Random()
         # Told of every edge state change (a worker passes them on).
@@ -205,25 +207,56 @@ class Router:
             self._netmap_loop.stop()
         self._netmap_loop = None
 
-    def poll_netmap(self) -> bool:
-        """Re-read the netmap file if it changed; True when it was adopted.
+    def poll_netmap(self) -> defer.Deferred[bool]:
+        """Re-read the netmap file if it changed; fires True when adopted.
 
-        A bad file is logged and the previous map keeps deciding.
+        The file is read and parsed in the reactor's thread pool (a map
+        of 200,000 lines takes seconds) and swapped in on the reactor
+        thread; a reload meanwhile wins. A bad file is logged and the
+        previous map keeps deciding.
         """
         watched = self._netmap_file
-        if watched is None or not watched.has_changed():
-            return False
-        try:
-            netmap = merge_entries(
-                self.config.netmap, watched.read(), str(self.config.path)
-            )
-        except ConfigError as error:
-            log.error("netmap not reloaded: %s", error)
-            return False
+        if watched is None or self._netmap_reading or not watched.has_changed():
+            return defer.succeed(False)
+        self._netmap_reading = True
+        config = self.config
+        read = self._in_thread(_read_netmap, config, watched)
+        read.addCallback(self._netmap_read, config, watched)
+        read.addErrback(self._netmap_failed)
+
+        return read
+
+    def _in_thread(self, f: Callable[..., Any], *args: Any) -> defer.Deferred[Any]:
+        """Run `f` in the reactor's thread pool; inline on a reactor that
+        has none (task.Clock in tests)."""
+        pool = getattr(self.reactor, "getThreadPool", None)
+        if pool is None:
+            return defer.maybeDeferred(f, *args)
+
+        return threads.deferToThreadPool(self.reactor, pool(), f, *args)
+
+    def _netmap_read(
+        self, netmap: NetworkMap, config: RouterConfig, watched: NetmapFile
+    ) -> bool:
+        self._netmap_reading = False
+        if self.config is not config or self._netmap_file is not watched:
+            return False  # a reload replaced both while we read
         self._set_netmap(netmap)
         log.info("netmap reloaded from %s: %d entries", watched.path, len(netmap))
 
         return True
+
+    def _netmap_failed(self, failure: Failure) -> bool:
+        self._netmap_reading = False
+        if failure.check(ConfigError):
+            log.error("netmap not reloaded: %s", failure.value)
+        else:
+            log.error(
+                "netmap not reloaded: unexpected error",
+                exc_info=(failure.type, failure.value, failure.getTracebackObject()),
+            )
+
+        return False
 
     # Queries
 
@@ -492,6 +525,11 @@ class Router:
             return addresses[:limit], True
 
         return (), False
+
+
+def _read_netmap(config: RouterConfig, watched: NetmapFile) -> NetworkMap:
+    """The config's map with the file read now; blocks on file I/O."""
+    return merge_entries(config.netmap, watched.read(), str(config.path))
 
 
 def _bounded_put(

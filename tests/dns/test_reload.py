@@ -139,3 +139,26 @@ def test_supervisor_keeps_worker_edge_states_to_seed_new_workers(
     assert checker.states()[state.config.edges[1].name] == EdgeHealth()
     os.close(write_end)
     os.close(read_end)
+
+
+def test_netmap_change_is_parsed_in_the_pool_and_swapped_on_the_reactor(
+    tmp_path: Path,
+) -> None:
+    """A changed netmap file is read by a pool thread; until it is done
+    the old map decides, and one poll at a time reads."""
+    netmap = tmp_path / "netmap.txt"
+    netmap.write_text("198.51.100.0/24 ap\n")
+    body = CASES_TOML.replace("[routing]", '[routing]\nnetmap_file = "netmap.txt"')
+    reactor = FakeReactor()
+    router = Router.from_state(load_state(str(write_config(tmp_path, body))), reactor)
+    netmap.write_text("198.51.100.0/24 us\n")
+    os.utime(netmap, ns=(1, 10**18))
+
+    pending = router.poll_netmap()
+    second = router.poll_netmap()
+    old_pop = router.netmap.entries[0].pop
+    reactor.pool.finish_next()
+
+    assert (old_pop, second.result) == ("ap", False)  # type: ignore[attr-defined]
+    assert pending.result is True  # type: ignore[attr-defined]
+    assert router.netmap.entries[0].pop == "us"
