@@ -188,10 +188,14 @@ class Edge:
     # -- admin target ----------------------------------------------------
 
     def purge(self, match: Callable[[str], bool]) -> int:
-        """Remove stored objects whose key matches; stop matching fills."""
-        self.proxy.fills.purge(match)
+        """Remove stored objects whose key matches and stop matching
+        fills from being kept; return how many objects will not be
+        served again: those removed, plus fills for keys that had none
+        stored (one finishing its commit may not be indexed yet)."""
+        stopped = self.proxy.fills.purge(match)
+        removed = self.storage.purge(match)
 
-        return self.storage.purge(match)
+        return len(removed) + len(stopped.difference(removed))
 
     @property
     def connections(self) -> int:

@@ -229,12 +229,17 @@ class FillRegistry:
         if fill.primary not in self._fills:
             self._fills[fill.primary] = fill
 
-    def purge(self, match: Callable[[str], bool]) -> None:
-        """Mark fills for matching keys so their results are not kept."""
+    def purge(self, match: Callable[[str], bool]) -> set[str]:
+        """Mark fills for matching keys so their results are not kept;
+        return their keys."""
+        stopped = set()
         for primary, fill in list(self._fills.items()):
             if match(primary):
                 fill.purged = True
                 del self._fills[primary]
+                stopped.add(primary)
+
+        return stopped
 
     def forget(self, fill: Fill) -> None:
         """Stop offering ``fill`` to new followers."""

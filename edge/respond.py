@@ -77,7 +77,7 @@ class SendfileResponse(StreamResponse):
 
     def __init__(
         self, fobj: BinaryIO, offset: int, count: int, status: int,
-        reason: str, headers: CIMultiDict[str],
+        reason: str | None, headers: CIMultiDict[str],
     ) -> None:
         super().__init__(status=status, reason=reason, headers=headers)
         self._fobj = fobj
@@ -159,6 +159,7 @@ def from_entry(
     ``body`` came from ``Storage.get_body``; an open file is closed by
     the response."""
     status = status or entry.meta.status
+    # None: aiohttp's standard phrase for a status of ours (206).
     reason = entry.meta.reason if status == entry.meta.status else None
     if count is None:
         count = entry.meta.length - offset
@@ -169,7 +170,7 @@ def from_entry(
         )
         return response
 
-    return SendfileResponse(body, offset, count, status, reason or "", headers)
+    return SendfileResponse(body, offset, count, status, reason, headers)
 
 
 def not_modified(headers: CIMultiDict[str]) -> web.Response:

@@ -551,13 +551,14 @@ class Storage:
         _unlink_quietly(os.path.join(folder, entry.meta.name + ".meta"))
         _unlink_quietly(entry.path)
 
-    def purge(self, match: Callable[[str], bool]) -> int:
-        """Remove every object whose primary key ``match`` accepts."""
+    def purge(self, match: Callable[[str], bool]) -> list[str]:
+        """Remove every object whose primary key ``match`` accepts;
+        return their primary keys (one per variant)."""
         doomed = [e for e in self._lru.values() if match(e.meta.primary)]
         for entry in doomed:
             self.remove(entry)
 
-        return len(doomed)
+        return [entry.meta.primary for entry in doomed]
 
     def _degrade(
         self, action: str, exc: OSError, path: str, key: str = "-"

@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 import pytest
 from aiohttp import web
 
-from tests.edge.conftest import EdgeUnderTest, FakeClock, Origin
+from edge.app import Edge
+from tests.edge.conftest import (
+    EdgeUnderTest, FakeClock, Origin, make_config, raw_exchange,
+)
+from tests.edge.test_fills import slow_body
 
 TOKEN = {"Authorization": "Bearer secret-token"}
 
@@ -210,3 +215,45 @@ async def test_client_conditional_gets_304_from_cache(
     assert by_date.status == 304
     assert changed.status == 200
     assert origin.count("/c") == 1
+
+
+async def test_a_purge_during_a_fill_counts_the_fill_it_stops(
+    edge: EdgeUnderTest, origin: Origin
+) -> None:
+    """A purge arriving while an object is still being filled counts it
+    (its result will not be kept), and the next request fetches anew."""
+    origin.route("/slow", slow_body(b"x" * 200_000, 20_000, 0.02,
+                                    Cache_Control="max-age=600"))
+    filling = asyncio.ensure_future(edge.get("/slow"))
+    while not len(edge.edge.proxy.fills):
+        await asyncio.sleep(0.01)
+
+    status, body = await _admin(
+        edge, "POST", "/_admin/purge?url=http://cdn.example.com/slow",
+        **TOKEN)
+    first = await filling
+    after = await edge.get("/slow")
+
+    assert status == 200 and json.loads(body)["purged"] == 1
+    assert len(first.body) == 200_000
+    assert after.x_cache == "MISS" and origin.count("/slow") == 2
+
+
+async def test_ranges_from_disk_carry_their_reason_phrase(
+    tmp_path: Any, origin: Origin, clock: FakeClock
+) -> None:
+    """A 206 sent from a disk-only object says ``206 Partial Content``."""
+    origin.static("/d", b"d" * 50_000, Cache_Control="max-age=60")
+    config = make_config(origin.url, str(tmp_path / "cache"),
+                         memory_cache_mb=0.01)
+    edge = EdgeUnderTest(Edge(config, clock=clock), clock)
+    await edge.start()
+    try:
+        await edge.get("/d")
+        wire = await raw_exchange(edge.port, (
+            b"GET /d HTTP/1.1\r\nHost: cdn.example.com\r\nRange: bytes=0-1"
+            b"\r\nConnection: close\r\n\r\n"))
+    finally:
+        await edge.stop()
+
+    assert wire.startswith(b"HTTP/1.1 206 Partial Content\r\n")
