@@ -8,10 +8,11 @@ breaks the format raises MalformedPacketError; RFC 1035 section 4.1.4 and
 RFC 9267 section 2 rules for names are in `names.read_wire`.
 
 Replies are built from a body (every section after the question) encoded
-once per question with names compressed against the question name at
-offset 12.  A body depends only on the question name's length, not its
+once per question with owner names compressed against the question name
+at offset 12.  A body depends only on the question name's length, not its
 case, so the same bytes serve every spelling of a name (RFC 4343 section
-4.1: the question comes back exactly as sent).  Bodies remember where each
+4.1: the question comes back exactly as sent, and names in record data as
+the zone spells them).  Bodies remember where each
 RRset ends, so truncation always cuts between whole RRsets.
 """
 
@@ -234,34 +235,53 @@ EMPTY_BODY = Body(b"", (0, 0, 0), ((0, 0, 0, 0, False),))
 
 
 class _Compressor:
-    """Writes names with pointers to earlier suffixes (RFC 1035 4.1.4)."""
+    """Writes names with pointers to earlier suffixes (RFC 1035 4.1.4).
+
+    Owner names match suffixes case-insensitively, the question's too, so
+    an answer's owner reads as the question was asked. Names inside
+    record data keep the zone's case (RFC 4343 section 4.1, as BIND
+    does): they point only to earlier bytes of identical case, never into
+    the question, whose case changes from query to query while the body
+    is shared.
+    """
 
     def __init__(self, qname: bytes, base: int) -> None:
         self.base = base
         self.out = bytearray()
-        self.table: dict[bytes, int] = {}
-        self._remember(names.key_of(qname), 12)
+        self.table: dict[bytes, int] = {}   # folded suffix -> offset
+        self.exact: dict[bytes, int] = {}   # suffix as written -> offset
+        self._remember(qname, 12, exact=False)
 
-    def _remember(self, key: bytes, offset: int, stop: int = -1) -> None:
-        """Record the suffixes of `key` starting before `stop` (all when -1)."""
+    def _remember(
+        self, wire: bytes, offset: int, stop: int = -1, exact: bool = True
+    ) -> None:
+        """Record the suffixes of `wire` written at `offset` that start
+        before `stop` (all when -1); `exact`: the bytes there, pointer
+        targets included, are `wire`'s own case."""
+        key = names.key_of(wire)
         pos = 0
         while key[pos] and offset + pos < 0x3FFF and pos != stop:
             self.table.setdefault(key[pos:], offset + pos)
+            if exact:
+                self.exact.setdefault(wire[pos:], offset + pos)
             pos += key[pos] + 1
 
-    def name(self, wire: bytes) -> None:
+    def name(self, wire: bytes, in_data: bool = False) -> None:
         key = names.key_of(wire)
         start = self.base + len(self.out)
         pos = 0
         while wire[pos]:
-            offset = self.table.get(key[pos:])
+            offset = self.exact.get(wire[pos:])
+            exact = offset is not None
+            if offset is None and not in_data:
+                offset = self.table.get(key[pos:])
             if offset is not None:
                 self.out += wire[:pos] + struct.pack("!H", 0xC000 | offset)
-                self._remember(key, start, pos)
+                self._remember(wire, start, pos, exact)
                 return
             pos += wire[pos] + 1
         self.out += wire
-        self._remember(key, start)
+        self._remember(wire, start)
 
     def rrset(self, rrset: RRset) -> None:
         for data in rrset.rdatas:
@@ -286,7 +306,7 @@ class _Compressor:
         pos = 0
         for offset, name in rdata.embedded_names(rtype, data):
             self.out += data[pos:offset]
-            self.name(name)
+            self.name(name, in_data=True)
             pos = offset + len(name)
         self.out += data[pos:]
 

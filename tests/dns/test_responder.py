@@ -361,3 +361,29 @@ def test_octets_after_the_last_record_are_ignored_as_bind_does() -> None:
         reply = ask_bytes(make_responder(), query.to_wire() + b"\x00\x00junk")
 
         assert dns.message.from_wire(reply).answer
+
+
+@pytest.mark.parametrize(
+    ("qname", "rdtype"),
+    [("EXAMPLE.com.", "SOA"), ("ExAmPlE.CoM.", "NS"), ("NOPE.Example.COM.", "A")],
+)
+def test_names_in_record_data_keep_the_zone_case_whatever_the_question(
+    qname: str, rdtype: str
+) -> None:
+    """RFC 4343 section 4.1: SOA and NS data read as the zone spells them
+    (lower case here), never in the question's case through a pointer;
+    the question comes back as asked, twice in a row (shared body)."""
+    responder = make_responder()
+
+    for _ in range(2):
+        reply = ask(responder, qname, rdtype)
+        data = [
+            line.split(None, 4)[4]
+            for rrset in reply.answer + reply.authority
+            for line in rrset.to_text().splitlines()
+        ]
+
+        assert reply.question[0].name.to_text() == qname
+        assert data and all(
+            "ns1.example.com." in text and text == text.lower() for text in data
+        )
