@@ -146,16 +146,18 @@ class NetmapFile:
         return self._current_stamp() != self._stamp
 
     def read(self) -> list[NetmapEntry]:
-        """Parse the file now; ConfigError when unreadable or invalid."""
-        stamp = self._current_stamp()
+        """Parse the file now; ConfigError when unreadable or invalid.
+
+        The file counts as seen either way, so a bad file is reported
+        once, not at every poll, until it changes again.
+        """
+        self._stamp = self._current_stamp()
         try:
             text = self.path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as error:
             raise ConfigError(f"{self.path}: cannot read netmap: {error}") from error
-        entries = parse_netmap_text(text, str(self.path), self.pops)
-        self._stamp = stamp
 
-        return entries
+        return parse_netmap_text(text, str(self.path), self.pops)
 
     def _current_stamp(self) -> tuple[int, int] | None:
         try:

@@ -119,6 +119,36 @@ def test_bad_netmap_file_change_keeps_the_old_map(tmp_path):
     assert pops_of(answer.addresses) == {"3"}
 
 
+def test_bad_netmap_file_is_logged_once_per_change(tmp_path, caplog):
+    """Polls every 5 s: a bad file is one error line, not one a poll;
+    a later bad change is a line again, and a fixed file is adopted."""
+    netmap = tmp_path / "netmap.txt"
+    netmap.write_text("198.51.100.0/24 ap\n")
+    body = CASES_TOML.replace("[routing]", '[routing]\nnetmap_file = "netmap.txt"')
+    router, clock, _ = make_router(load(tmp_path, body))
+    router.start()
+
+    netmap.write_text("198.51.100.0/24 nowhere\n")
+    os.utime(netmap, ns=(1, 10**18))
+    clock.advance(5.0)
+    clock.advance(5.0)
+    clock.advance(5.0)
+    netmap.write_text("198.51.100.0/24 elsewhere\n")
+    os.utime(netmap, ns=(1, 2 * 10**18))
+    clock.advance(5.0)
+    clock.advance(5.0)
+    netmap.write_text("198.51.100.0/24 us\n")
+    os.utime(netmap, ns=(1, 3 * 10**18))
+    clock.advance(5.0)
+
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert [("nowhere" in e, "elsewhere" in e) for e in errors] == [
+        (True, False), (False, True)
+    ]
+    answer = router.route(CDN, QTYPE_A, LOCAL, ecs(BERLIN))
+    assert answer.addresses == ("192.0.2.41",)
+
+
 def test_aaaa_skips_pops_without_ipv6_edges(tmp_path):
     """EU has IPv6 edges only on 21 and 22; with those down, AAAA moves on
     while A still gets eu23."""
