@@ -198,3 +198,34 @@ def test_second_server_on_a_served_address_is_refused_in_one_line(
 
 
 RUN = "import sys; from dnsrouter import service; sys.exit(service.run(sys.argv[1]))"
+
+
+@pytest.mark.e2e
+def test_sigterm_to_the_process_group_stops_quietly(tmp_path: Path) -> None:
+    """`kill -TERM -PGID` (as systemd and a terminal's Ctrl-C do): each
+    worker gets the signal twice, from the group and from the
+    supervisor, and stops once, without a traceback; exit status 0."""
+    shutil.copytree(ZONES, tmp_path / "zones")
+    config = tmp_path / "router.toml"
+    geoip = REPO / "geodata" / "test-city.mmdb"
+    port = free_port()
+    config.write_text(
+        CONFIG.format(port=port, workers=2, server_extra="", geoip=geoip)
+    )
+    for _ in range(3):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", RUN, str(config)],
+            stderr=subprocess.PIPE, text=True, cwd=REPO,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 10
+        while "192.0.2.10" not in dig(port, "www.example.com", "+short"):
+            assert time.monotonic() < deadline, "router did not come up"
+        time.sleep(0.3)  # both workers serving
+
+        os.killpg(proc.pid, signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=10)
+
+        assert proc.returncode == 0
+        assert "Traceback" not in stderr and "ReactorNotRunning" not in stderr
+        assert stderr.count("worker stopped") == 2
