@@ -136,8 +136,12 @@ class Edge:
             # Sends what is already written, then closes.
             connection.close()
         general = list(self.server.connections) if self.server else []
-        # aiohttp closes idle connections at once and waits for handlers;
-        # past the grace it would wait as long again, so the cut is ours.
+        if self.server is not None:
+            # Idle connections close now, busy ones after their answer;
+            # aiohttp's shutdown alone would wait on idle ones too.
+            self.server.pre_shutdown()
+        # aiohttp waits for handlers; past the grace it would wait as
+        # long again, so the cut is ours.
         shutdown = asyncio.ensure_future(
             self.server.shutdown(grace) if self.server else asyncio.sleep(0))
         await asyncio.wait({shutdown}, timeout=grace)

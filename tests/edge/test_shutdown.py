@@ -17,7 +17,10 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.edge.conftest import Origin, free_port, wait_up
+from edge.app import Edge
+from tests.edge.conftest import (
+    FakeClock, Origin, free_port, make_config, wait_up,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -111,3 +114,28 @@ async def test_sigterm_lets_transfers_finish_then_stops_promptly(
     assert status == 0
     assert GRACE - 0.5 < stopped_after < GRACE + 2.0
     assert os.listdir(tmp_path / "cache" / "tmp") == []
+
+
+async def test_idle_keepalive_connections_do_not_hold_up_a_stop(
+    origin: Origin, tmp_path: Any
+) -> None:
+    """An idle keep-alive connection on the general path is closed at
+    once on stop: the stop does not wait for the grace period."""
+    origin.static("/k", "k", Cache_Control="max-age=60")
+    clock = FakeClock()
+    edge = Edge(make_config(origin.url, str(tmp_path / "cache")), clock=clock)
+    await edge.start()
+    port = await edge.listen("127.0.0.1", 0)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    for _ in range(2):
+        writer.write(b"GET /k HTTP/1.1\r\nHost: cdn.example.com\r\n"
+                     b"X-Other: 1\r\n\r\n")
+        await reader.readuntil(b"\r\n\r\nk")
+
+    started = time.monotonic()
+    await edge.close(grace=GRACE)
+    elapsed = time.monotonic() - started
+    closed = await asyncio.wait_for(reader.read(), 1)
+    writer.close()
+
+    assert elapsed < 1.0 and closed == b""
