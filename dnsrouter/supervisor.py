@@ -10,8 +10,9 @@ Reload (SIGHUP): the supervisor loads the new state (blocking only
 itself, never a serving process); if it fails, the error is logged and
 nothing changes. Otherwise it forks a new generation of workers from it
 and, as each reports ready, stops one worker of the old generation
-(SIGTERM; one still running RETIRE_TIMEOUT after the new generation was
-forked is stopped anyway). The sockets stay open throughout, so no
+(SIGTERM; old ones still running RETIRE_TIMEOUT after the reload are
+stopped anyway once a new one has served that long, but never while no
+new worker manages to start). The sockets stay open throughout, so no
 query is refused: one that arrives while workers change waits in the
 socket for whichever worker reads first. TCP connections open on a
 stopped worker are closed (RFC 7766 section 6.2.3 lets a server close).
@@ -307,7 +308,17 @@ class Supervisor:
                 return
 
     def _retire_overdue(self) -> None:
-        if time.monotonic() - self.generation_started < RETIRE_TIMEOUT:
+        """Stop old workers left RETIRE_TIMEOUT after a reload, once a new
+        one is ready or has lived that long (its message may be lost);
+        while every new worker keeps dying, the old ones keep serving."""
+        now = time.monotonic()
+        if now - self.generation_started < RETIRE_TIMEOUT:
+            return
+        if not any(
+            w.generation == self.generation
+            and (w.ready or now - w.started >= RETIRE_TIMEOUT)
+            for w in self.children.values()
+        ):
             return
         for pid, worker in self.children.items():
             if worker.generation != self.generation and not worker.retiring:

@@ -162,3 +162,53 @@ def test_netmap_change_is_parsed_in_the_pool_and_swapped_on_the_reactor(
     assert (old_pop, second.result) == ("ap", False)  # type: ignore[attr-defined]
     assert pending.result is True  # type: ignore[attr-defined]
     assert router.netmap.entries[0].pop == "us"
+
+
+@pytest.mark.parametrize(
+    ("new_workers", "ready", "after", "retired"),
+    [
+        # A new worker's ready message retires one old worker at once.
+        ([0.0], True, 0.0, 1),
+        # Reloaded 11 s ago, but the new worker (restarted) is 2 s old
+        # and not ready: the old ones keep serving.
+        ([2.0], False, 11.0, 0),
+        # Silent but alive past the timeout: its message was lost.
+        ([11.0], False, 11.0, 2),
+        # Every new worker died: the old ones keep serving, however long.
+        ([], False, 60.0, 0),
+    ],
+)
+def test_old_workers_retire_as_new_ones_prove_they_serve(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    new_workers: list[float],
+    ready: bool,
+    after: float,
+    retired: int,
+) -> None:
+    """Bookkeeping of a reload `after` seconds ago with two old workers
+    (pids 1 and 2): which get SIGTERM, given the new workers' ages in
+    seconds and a ready message from the first."""
+    from dnsrouter import supervisor as module
+
+    state = load_state(str(write_config(tmp_path, CASES_TOML)))
+    supervisor = Supervisor("router.toml", state, [])
+    signalled: list[int] = []
+    monkeypatch.setattr(module, "_signal", lambda pid, _: signalled.append(pid))
+    now = module.time.monotonic()
+    supervisor.generation = 1
+    supervisor.generation_started = now - after
+    supervisor.children = {
+        1: module._Worker(0, now - 100), 2: module._Worker(0, now - 100),
+    }
+    for index, age in enumerate(new_workers):
+        supervisor.children[10 + index] = module._Worker(1, now - age)
+
+    if ready:
+        supervisor._ready(10)
+    supervisor._retire_overdue()
+
+    assert len(signalled) == retired and set(signalled) <= {1, 2}
+    for fd in (supervisor._pipe_r, supervisor._pipe_w, supervisor._wake_r,
+               supervisor._wake_w):
+        os.close(fd)
