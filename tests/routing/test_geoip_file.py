@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import maxminddb
 import pytest
@@ -123,9 +124,8 @@ def test_failing_lookups_decide_the_default_pop_with_one_line_a_second(
     second opens with the count of the others."""
     ticks = Ticks()
     pops = (PopConfig("eu", 50.11, 8.68),)
-    decide = Decider(
-        FailingGeo(), NetworkMap([]), PopRanker(pops), clock=ticks  # type: ignore[arg-type]
-    )
+    geo: Any = FailingGeo()   # duck-types GeoDatabase.lookup_prefix
+    decide = Decider(geo, NetworkMap([]), PopRanker(pops), clock=ticks)
     caplog.set_level(logging.WARNING, "dnsrouter.geoip")
 
     decisions = [
