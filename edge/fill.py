@@ -24,6 +24,7 @@ from typing import Any, AsyncIterator, Callable, Coroutine
 from multidict import CIMultiDict
 
 from edge.errors import EdgeError, OriginError, OriginProtocolError, StorageError
+from edge.freshness import Policy
 from edge.origin import OriginResponse
 from edge.storage import Entry, ObjectMeta, Storage
 
@@ -71,6 +72,11 @@ class Fill:
         self.origin_failed = False
         # Set by a purge while the fill runs: do not keep the result.
         self.purged = False
+        # While STREAMING: the reply's reuse policy, and the clock time
+        # at which its age was 0 (its age is ``now - age_zero``), so
+        # followers share it only while fresh (RFC 9111 §4).
+        self.policy: Policy | None = None
+        self.age_zero = 0.0
         self._share_fd = -1
         self._event = asyncio.Event()
 

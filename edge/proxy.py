@@ -134,7 +134,7 @@ class Proxy:
         """Answer from ``entry`` when fresh (HIT) or while revalidating
         (STALE); None when it may not be used or its body is gone."""
         age = entry.age(self.clock())
-        if self._is_fresh(entry, age, ask.cc):
+        if self._is_fresh(entry.policy, age, ask.cc):
             return self.serve(request, entry, age, "HIT")
         if not self._may_serve_while_revalidating(entry, age, ask):
             return None
@@ -145,9 +145,8 @@ class Proxy:
         return answer
 
     def _is_fresh(
-        self, entry: Entry, age: float, cc: dict[str, str | None]
+        self, policy: freshness.Policy, age: float, cc: dict[str, str | None]
     ) -> bool:
-        policy = entry.policy
         if policy.always_revalidate or "no-cache" in cc:
             return False
         limit = policy.lifetime
@@ -265,15 +264,31 @@ class Proxy:
             answer = self._serve_stale(request, stale)
             if answer is not None:
                 return answer
-        if fill.state is FillState.STREAMING and fill.vary_values == \
-                freshness.vary_values(fill.vary_fields, ask.headers):
-            return await self._serve_fill(request, ask, fill, "HIT")
-        if fill.state is FillState.DONE and fill.entry is not None and \
-                fill.entry.matches(ask.headers):
-            x_cache = "REVALIDATED" if fill.revalidated else "HIT"
-            return await self._serve_fill(request, ask, fill, x_cache)
-        # Not shareable, failed, or another variant: fetch alone, once.
-        return await self.fetch(request, ask, stale, shared=False)
+        if not self._may_share(fill, ask):
+            # Not shareable, failed, not fresh for this request, or
+            # another variant: fetch alone, once.
+            return await self.fetch(request, ask, stale, shared=False)
+        x_cache = "REVALIDATED" if fill.revalidated else "HIT"
+
+        return await self._serve_fill(request, ask, fill, x_cache)
+
+    def _may_share(self, fill: Fill, ask: Ask) -> bool:
+        """True when ``ask`` may be answered with ``fill``'s reply: its
+        variant, and fresh for it now, like a stored response (RFC 9111
+        §4): a reply stale on arrival is not handed to the requests
+        that joined its fill (and one whose body is still being stored
+        looks fresh only as long as a stored one would)."""
+        now = self.clock()
+        if fill.state is FillState.STREAMING and fill.policy is not None:
+            return fill.vary_values == freshness.vary_values(
+                fill.vary_fields, ask.headers) and self._is_fresh(
+                fill.policy, now - fill.age_zero, ask.cc)
+        entry = fill.entry
+        if fill.state is not FillState.DONE or entry is None:
+            return False
+
+        return entry.matches(ask.headers) and \
+            self._is_fresh(entry.policy, entry.age(now), ask.cc)
 
     async def _run_fill(
         self, ask: Ask, fill: Fill, stale: Entry | None
@@ -382,6 +397,11 @@ class Proxy:
         age = freshness.current_age(age_value, meta.date_value,
                                     request_time, response_time, response_time)
         headers["Age"] = str(int(age))
+        fill.policy = policy
+        # The age freshness is judged by (an invalid Age counts).
+        fill.age_zero = response_time - freshness.current_age(
+            meta.age_value, meta.date_value, request_time, response_time,
+            response_time)
         fill.vary_fields = meta.vary_fields
         fill.vary_values = meta.vary_values
         fill.withheld_fields = policy.withheld_fields
@@ -522,6 +542,9 @@ class Proxy:
                 doomed.add(cachekey.primary_key(
                     ask.site.hostname, path, query, ask.site.sort_query
                 ))
+        # A fill in flight for them (its body still arriving or being
+        # committed) must not bring them back either.
+        self.fills.purge(doomed.__contains__)
         self.storage.purge(doomed.__contains__)
 
     async def relay(

@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from edge.httpdate import format_http_date
 from tests.edge.conftest import HOST, EdgeUnderTest, Origin, serve_edge
 from tests.edge.rawserver import RawOrigin, Script
 
@@ -232,3 +233,51 @@ async def test_finished_fills_leave_the_registry(
         await edge.get(f"/k{n}")
 
     assert len(edge.edge.proxy.fills) == 0
+
+
+async def test_a_reply_stale_on_arrival_is_not_handed_to_followers(
+    edge: EdgeUnderTest, origin: Origin
+) -> None:
+    """RFC 9111 §4: a request that joins a fill whose reply is already
+    stale (Expires in the past) is not answered from it; it goes to the
+    origin itself."""
+    # Stored for its validator, though never fresh.
+    origin.route("/old", slow_body(
+        b"o" * 200_000, 20_000, 0.02,
+        Expires=format_http_date(edge.clock() - 5000),
+        Last_Modified=format_http_date(edge.clock() - 100000)))
+    leader = asyncio.ensure_future(edge.get("/old"))
+    await wait_filling(edge)
+
+    follower = await edge.get("/old")
+    first = await leader
+
+    assert first.x_cache == "MISS" and follower.x_cache == "MISS"
+    assert origin.count("/old") == 2
+
+
+async def test_an_unsafe_request_stops_a_fill_in_flight_from_being_kept(
+    edge: EdgeUnderTest, origin: Origin
+) -> None:
+    """RFC 9111 §4.4: a successful POST invalidates the URI, including
+    the copy a fill is still bringing in."""
+    origin.route("/doc", slow_body(b"d" * 200_000, 20_000, 0.02,
+                                   Cache_Control="max-age=600"))
+    filling = asyncio.ensure_future(edge.get("/doc"))
+    await wait_filling(edge)
+
+    posted = await edge.request("POST", "/doc")
+    await filling
+    after = await edge.get("/doc")
+
+    assert posted.status == 200
+    assert after.x_cache == "MISS"
+
+
+async def wait_filling(edge: EdgeUnderTest) -> None:
+    """Wait (at most 2 s) until a fill is in flight."""
+    async def poll() -> None:
+        while not len(edge.edge.proxy.fills):
+            await asyncio.sleep(0.005)
+
+    await asyncio.wait_for(poll(), 2)

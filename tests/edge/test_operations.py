@@ -14,7 +14,7 @@ from edge.app import Edge
 from tests.edge.conftest import (
     EdgeUnderTest, FakeClock, Origin, make_config, raw_exchange,
 )
-from tests.edge.test_fills import slow_body
+from tests.edge.test_fills import wait_filling, slow_body
 
 TOKEN = {"Authorization": "Bearer secret-token"}
 
@@ -225,8 +225,7 @@ async def test_a_purge_during_a_fill_counts_the_fill_it_stops(
     origin.route("/slow", slow_body(b"x" * 200_000, 20_000, 0.02,
                                     Cache_Control="max-age=600"))
     filling = asyncio.ensure_future(edge.get("/slow"))
-    while not len(edge.edge.proxy.fills):
-        await asyncio.sleep(0.01)
+    await wait_filling(edge)
 
     status, body = await _admin(
         edge, "POST", "/_admin/purge?url=http://cdn.example.com/slow",
