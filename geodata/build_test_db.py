@@ -1,7 +1,7 @@
 """Build geodata/test-city.mmdb, the GeoIP fixture of the field cases.
 
-Documentation address ranges are in no real GeoIP database, so the cases
-in shared/cases/dns.md need a small database in MaxMind's City layout that
+Documentation address ranges are in no real GeoIP database, so the
+routing tests need a small database in MaxMind's City layout that
 maps exactly four networks and nothing else:
 
 * 198.51.100.0/24 and 2001:db8:1234::/48 at Berlin (DE, 52.52, 13.40);

@@ -203,7 +203,7 @@ def edge_command() -> list[str]:
 
 
 def edge_config_text(port: int, origin_port: int) -> str:
-    """A minimal edge configuration for the suite (edge-contract.md)."""
+    """A minimal edge configuration for the suite: one site, `localhost`."""
     return f"""\
 [server]
 listen = "127.0.0.1:{port}"

@@ -23,7 +23,7 @@ Intended differences, not compared:
   Only the answer section is compared.
 * Truncated UDP replies: BIND 9.18 fills a TC reply with as many records
   of the RRset as fit; we send whole RRsets only (RFC 2181 section 9:
-  the client retries over TCP anyway, shared/cases D04).  Sections of
+  the client retries over TCP anyway; field case D04).  Sections of
   TC replies are not compared; TC, RCODE and EDNS are.
 * AXFR and IXFR over UDP: BIND sends NOTAUTH; we send REFUSED, the
   usual answer for a transfer that is not offered (RFC 5936 2.2.1), and

@@ -1,4 +1,4 @@
-"""Field cases D03-D07, D09 and D12 of shared/cases/dns.md, in process.
+"""Field cases D03-D07, D09 and D12 (faults other servers shipped), in process.
 
 Each test feeds the exact bytes or query of the case to a Responder over
 the fixture zone (zones/example.com.zone) and checks the reply bytes.

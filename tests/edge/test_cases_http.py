@@ -1,4 +1,4 @@
-"""The field cases of shared/cases/http.md, through real HTTP on loopback.
+"""Field cases: faults other caches shipped, through real HTTP on loopback.
 
 Each test is one case (H01...), driven with the injected clock where the
 case has times. The origin is scriptable and counts what it was asked.

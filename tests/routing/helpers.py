@@ -24,7 +24,7 @@ $TTL 300
 ns1 IN A   192.0.2.53
 """
 
-# The PoPs and edges of shared/cases/dns.md (D01, D02, D11).
+# The PoPs and edges of the routing field cases (D01, D02, D11).
 CASES_TOML = """
 [routing]
 answers = 3

@@ -1,5 +1,5 @@
 """Field cases D01 and D02 on the wire: the real router process with the
-GeoIP fixture, raw query bytes from shared/cases/dns.md, replies checked
+GeoIP fixture, the cases' raw query bytes, replies checked
 byte for byte where the case says so."""
 
 from __future__ import annotations
