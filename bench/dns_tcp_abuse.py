@@ -1,8 +1,8 @@
 """Benchmark: what abusive TCP clients cost the router (RFC 7766 section 10).
 
 Starts one dnsrouter process (`service.run`) as the end-to-end tests do,
-on a loopback port picked at run time with the fixture zone, then runs two attacks against it and
-prints what they did to the router:
+on a loopback port picked at run time with the fixture zone, then runs
+two attacks against it and prints what they did to the router:
 
 * pipeline: connections that each write many framed `big.example.com A`
   queries (each reply is about 700 octets) with a 4 KB receive buffer and

@@ -133,14 +133,18 @@ def edge_config(workdir: str, port: int, origin_port: int) -> str:
     """)
 
 
-def run_wrk(url: str, seconds: int, connections: int, threads: int) -> tuple[float, float]:
+def run_wrk(
+    url: str, seconds: int, connections: int, threads: int
+) -> tuple[float, float]:
     """Return (requests per second, MB per second) as wrk reports them."""
     out = subprocess.run(
         ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s",
          "-H", f"Host: {HOST}", url],
         capture_output=True, text=True, check=True,
     ).stdout
-    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    rate_match = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    assert rate_match is not None
+    rate = float(rate_match.group(1))
     match = re.search(r"Transfer/sec:\s+([\d.]+)(\w+)", out)
     assert match is not None
     scale = {"B": 1e-6, "KB": 1 / 1024, "MB": 1.0, "GB": 1024.0}[match.group(2)]

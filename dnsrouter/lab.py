@@ -118,8 +118,9 @@ class LabLayout:
             ],
         }
         for edge in LAB_EDGES:
+            config = str(self.edge_config(edge))
             commands[f"edge-{edge.name}"] = [
-                find_script("cdn-edge"), "serve", "--config", str(self.edge_config(edge))
+                find_script("cdn-edge"), "serve", "--config", config
             ]
         commands["router"] = [
             find_script("dnsrouter"), "serve", "--config", str(self.router_config)
