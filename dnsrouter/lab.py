@@ -14,7 +14,8 @@ can stop and restart single parts of it.
 from __future__ import annotations
 
 import argparse
-import ctypes
+import functools
+import os
 import shutil
 import signal
 import socket
@@ -29,6 +30,8 @@ from importlib import resources
 from pathlib import Path
 from types import FrameType
 from typing import IO
+
+from dnsrouter.orphans import die_with_parent
 
 ROUTER_ADDRESS = "127.0.0.1"
 ORIGIN_ADDRESS = "127.0.0.1"
@@ -45,10 +48,6 @@ READY_TIMEOUT_SECONDS = 30.0
 
 # Time a process gets to exit on SIGTERM before it is killed.
 STOP_GRACE_SECONDS = 5.0
-
-# Linux prctl option: deliver a signal to the child when the lab dies, so a
-# `kill -9` of the lab leaves no orphaned server behind.
-PR_SET_PDEATHSIG = 1
 
 # Access-log lines of the router's health probes: three a second would
 # bury everything else in the terminal, so they go to the log files only.
@@ -310,7 +309,7 @@ class Supervisor:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,
+            preexec_fn=functools.partial(die_with_parent, os.getpid()),
         )
         self.processes[name] = process
         threading.Thread(
@@ -386,11 +385,6 @@ class Supervisor:
     def _say(self, name: str, line: str) -> None:
         with self._write_lock:
             print(f"[{name:>9}] {line}", file=self.out, flush=True)
-
-
-def _die_with_parent() -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def can_bind(host: str, port: int) -> bool:

@@ -41,6 +41,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from dnsrouter.orphans import die_with_parent
+
 log = logging.getLogger("dnsrouter.supervisor")
 
 EXIT_OK, EXIT_FAILURE = 0, 1
@@ -186,8 +188,10 @@ class Supervisor:
         # Objects the parent keeps are never freed by the child's GC, so
         # its pages stay shared instead of copied on the first collection.
         gc.freeze()
+        supervisor_pid = os.getpid()
         pid = os.fork()
         if pid == 0:
+            die_with_parent(supervisor_pid)
             os._exit(self._run_worker())
         gc.unfreeze()
         self.children[pid] = _Worker(self.generation, time.monotonic())

@@ -229,3 +229,30 @@ def test_sigterm_to_the_process_group_stops_quietly(tmp_path: Path) -> None:
         assert proc.returncode == 0
         assert "Traceback" not in stderr and "ReactorNotRunning" not in stderr
         assert stderr.count("worker stopped") == 2
+
+
+@pytest.mark.e2e
+def test_workers_end_when_the_supervisor_is_killed(tmp_path: Path) -> None:
+    """kill -9 of the supervisor leaves no worker answering on its own:
+    each gets SIGTERM from the kernel and exits."""
+    proc, _port = start(tmp_path, workers=2)
+    try:
+        workers = _children(proc.pid)
+        assert len(workers) == 2
+    finally:
+        proc.kill()
+        proc.wait(5)
+
+    deadline = time.monotonic() + 10
+    while any(_is_running(worker) for worker in workers):
+        assert time.monotonic() < deadline, "workers outlived the supervisor"
+        time.sleep(0.1)
+
+
+def _is_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+
+    return True
