@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dnsrouter.errors import DnsRouterError
+from dnsrouter.supervisor import Supervisor, WorkerHooks
 
 log = logging.getLogger("dnsrouter.service")
 
@@ -58,9 +59,7 @@ def run(config_path: str) -> int:
         return EXIT_FAILURE
 
     if state.config.workers > 1:
-        from dnsrouter.supervisor import Supervisor
-
-        return Supervisor(config_path, state, bound).run()
+        return Supervisor(config_path, state, bound, serve).run()
 
     return serve(config_path, state, bound)
 
@@ -111,15 +110,6 @@ class _Live:
     slot: Any
     loading: bool = False    # a reload is being loaded in a thread
     again: bool = False      # another SIGHUP came meanwhile
-
-
-@dataclass(frozen=True)
-class WorkerHooks:
-    """How a forked worker talks to its supervisor (supervisor.py)."""
-
-    health_seed: dict[Any, Any]
-    on_health: Callable[[Any, Any], None]
-    on_ready: Callable[[], None]
 
 
 def serve(

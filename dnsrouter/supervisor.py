@@ -39,6 +39,7 @@ import signal
 import sys
 import time
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 from dnsrouter.orphans import die_with_parent
@@ -109,13 +110,35 @@ class _Flags:
     stopping: bool = False
 
 
+@dataclass(frozen=True)
+class WorkerHooks:
+    """How a forked worker talks to its supervisor."""
+
+    health_seed: dict[Any, Any]
+    on_health: Callable[[Any, Any], None]
+    on_ready: Callable[[], None]
+
+
+# What a worker runs: (config path, state, bound sockets, hooks) -> exit
+# status.  The service passes its own `serve`, so this module needs no
+# import of the service that starts it.
+ServeWorker = Callable[..., int]
+
+
 class Supervisor:
     """Forks `state.config.workers` workers and keeps them serving."""
 
-    def __init__(self, config_path: str, state: Any, bound: list[Any]) -> None:
+    def __init__(
+        self,
+        config_path: str,
+        state: Any,
+        bound: list[Any],
+        serve: ServeWorker,
+    ) -> None:
         self.config_path = config_path
         self.state = state
         self.bound = bound
+        self._serve = serve
         self.workers = state.config.workers
         self.generation = 0
         self.generation_started = time.monotonic()
@@ -229,12 +252,10 @@ class Supervisor:
 
     def serve_worker(self) -> int:
         """Serve the state in force with the shared sockets (in the child)."""
-        from dnsrouter.service import WorkerHooks, serve
-
         channel = _Channel(self._pipe_w)
         hooks = WorkerHooks(dict(self.health), channel.health, channel.ready)
 
-        return serve(self.config_path, self.state, self.bound, hooks=hooks)
+        return self._serve(self.config_path, self.state, self.bound, hooks=hooks)
 
     def _reap(self) -> None:
         while True:

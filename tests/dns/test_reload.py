@@ -17,7 +17,7 @@ from dnsrouter.errors import ConfigError
 from dnsrouter.health import EdgeHealth, HealthChecker, HealthConfig
 from dnsrouter.routing import Router
 from dnsrouter.server import ResponderSlot
-from dnsrouter.service import _Live, _responder, start_reload
+from dnsrouter.service import _Live, _responder, serve, start_reload
 from dnsrouter.state import ServingState, load_state
 from dnsrouter.supervisor import Supervisor, _Channel
 from tests.routing.helpers import CASES_TOML, write_config
@@ -118,7 +118,7 @@ def test_supervisor_keeps_worker_edge_states_to_seed_new_workers(
     """An edge state sent up the pipe by a worker is what a health
     checker built from the supervisor's table starts with."""
     state = load_state(str(write_config(tmp_path, CASES_TOML)))
-    supervisor = Supervisor("router.toml", state, [])
+    supervisor = Supervisor("router.toml", state, [], serve)
     edge = state.config.edges[0]
     down = EdgeHealth(up=False, probed=True, detail="connection refused")
     read_end, write_end = os.pipe()
@@ -192,7 +192,7 @@ def test_old_workers_retire_as_new_ones_prove_they_serve(
     from dnsrouter import supervisor as module
 
     state = load_state(str(write_config(tmp_path, CASES_TOML)))
-    supervisor = Supervisor("router.toml", state, [])
+    supervisor = Supervisor("router.toml", state, [], serve)
     signalled: list[int] = []
     monkeypatch.setattr(module, "_signal", lambda pid, _: signalled.append(pid))
     now = module.time.monotonic()
