@@ -23,6 +23,7 @@ from yarl import URL
 
 from aiohttp.http_exceptions import BadStatusLine
 
+from edge import origin_framing
 from edge.errors import (
     OriginError,
     OriginOutOfStepError,
@@ -174,10 +175,10 @@ class OriginClient:
     async def start(self) -> None:
         """Create the session; call from the running loop."""
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(
+            connector=origin_framing.install(aiohttp.TCPConnector(
                 limit=0, limit_per_host=POOL_SIZE,
                 keepalive_timeout=POOL_IDLE_SECONDS,
-            ),
+            )),
             timeout=self._timeout,
             auto_decompress=False,
             skip_auto_headers=_SKIP_AUTO,

@@ -17,6 +17,8 @@ class Script:
 
     data: bytes
     half_close: bool = False
+    # Keep the connection open (no EOF) until the peer closes it.
+    hold_open: bool = False
 
 
 class LoopbackServer:
@@ -66,6 +68,7 @@ class RawOrigin(LoopbackServer):
             await writer.drain()
             if script.half_close:
                 writer.write_eof()
+            if script.half_close or script.hold_open:
                 await reader.read()
         except (ConnectionError, asyncio.IncompleteReadError):
             pass

@@ -281,3 +281,27 @@ async def wait_filling(edge: EdgeUnderTest) -> None:
             await asyncio.sleep(0.005)
 
     await asyncio.wait_for(poll(), 2)
+
+
+@pytest.mark.parametrize("ending", ["close", "half_close", "hold_open"])
+async def test_body_longer_than_content_length_serves_the_declared_bytes(
+    raw_edge: EdgeUnderTest, raw_origin: RawOrigin, ending: str
+) -> None:
+    """A reply with more body than its Content-Length is served and
+    stored as exactly the declared bytes, never a 502 (RFC 9112 §6.3:
+    the excess is not part of the message), and its connection is not
+    reused: the next request reaches the origin on a new one."""
+    raw_origin.scripts["/over"] = Script(
+        b"HTTP/1.1 200 OK\r\n" + CACHE + b"Content-Length: 5\r\n\r\n"
+        b"0123456789",
+        half_close=ending == "half_close", hold_open=ending == "hold_open")
+
+    first = await raw_edge.get("/over")
+    second = await raw_edge.get("/over")
+    other = await asyncio.wait_for(raw_edge.get("/other"), 5)
+
+    assert (first.status, first.body, first.x_cache) == (200, b"01234", "MISS")
+    assert first.headers["Content-Length"] == "5"
+    assert (second.body, second.x_cache) == (b"01234", "HIT")
+    assert raw_origin.hits["/over"] == 1
+    assert (other.status, raw_origin.hits["/other"]) == (404, 1)
