@@ -77,7 +77,7 @@ class Edge:
                                    upstreams.loop_entry(server.name))
         self.metrics = Metrics()
         self.proxy = Proxy(self.storage, self.origin, self.metrics, clock,
-                           upstreams)
+                           upstreams, server.body_timeout)
         self._sites = {name: site for site in config.sites
                        for name in site.names}
         self._default_ports = {"80", "443", str(server.port)}

@@ -30,6 +30,11 @@ DEFAULT_MAX_HEADER_LINES = 256
 # (nginx's client_header_timeout default): long enough for any real
 # client, short enough that trickled heads cannot pin connections.
 DEFAULT_HEADER_TIMEOUT = 60.0
+# Seconds a request body may take from when the edge starts reading it
+# to its end (408 and close after): the head's allowance again, as
+# nginx's client_body_timeout; a client uploading more than a few MB
+# over a slow link needs it raised.
+DEFAULT_BODY_TIMEOUT = 60.0
 # Seconds a stopping edge gives answers in progress to reach their
 # clients before it cuts them: most transfers finish well within it,
 # and a supervisor's stop timeout (systemd: 90 s) is longer.
@@ -75,6 +80,7 @@ class ServerConfig:
     connect_timeout: float = 5.0
     read_timeout: float = 30.0
     header_timeout: float = DEFAULT_HEADER_TIMEOUT
+    body_timeout: float = DEFAULT_BODY_TIMEOUT
     shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE
     max_target_bytes: int = DEFAULT_MAX_TARGET_BYTES
     max_field_bytes: int = DEFAULT_MAX_FIELD_BYTES
@@ -172,7 +178,8 @@ _SERVER_KEYS = {f.name for f in dataclasses.fields(ServerConfig)} - {
 _NUMBERS: tuple[tuple[str, type, float], ...] = (
     ("memory_cache_mb", float, 0), ("disk_cache_mb", float, 0),
     ("connect_timeout", float, 0), ("read_timeout", float, 0),
-    ("header_timeout", float, 0.1), ("shutdown_grace", float, 0),
+    ("header_timeout", float, 0.1), ("body_timeout", float, 0.1),
+    ("shutdown_grace", float, 0),
     ("max_body_mb", float, 0), ("max_connections", int, 1),
     ("max_target_bytes", int, 1), ("max_field_bytes", int, 1),
     ("max_header_bytes", int, 1), ("max_header_lines", int, 1),

@@ -223,7 +223,7 @@ class OriginClient:
         origin: str,
         target: str,
         headers: CIMultiDict[str],
-        body: aiohttp.StreamReader | bytes | None = None,
+        body: AsyncIterator[bytes] | bytes | None = None,
         body_length: int | None = None,
     ) -> OriginResponse:
         """Send a request; return once the reply's headers have arrived.
@@ -251,7 +251,7 @@ class OriginClient:
         method: str,
         url: URL,
         headers: CIMultiDict[str],
-        body: aiohttp.StreamReader | bytes | None,
+        body: AsyncIterator[bytes] | bytes | None,
     ) -> OriginResponse:
         """Send once; convert aiohttp's exceptions to OriginError."""
         assert self._session is not None, "start() not called"

@@ -21,12 +21,13 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from edge import cachekey, freshness, ranges, respond
-from edge.config import SiteConfig
+from edge.config import DEFAULT_BODY_TIMEOUT, SiteConfig
 from edge.errors import OriginError, StorageError
 from edge.fill import Fill, FillRegistry, FillState
 from edge.httpdate import format_http_date, parse_http_date
 from edge.metrics import Metrics
 from edge.origin import OriginClient, OriginResponse, end_to_end
+from edge.request_body import TimedBody
 from edge.storage import Entry, ObjectMeta, Storage, new_body_file
 from edge.upstream import Upstreams
 
@@ -91,6 +92,7 @@ class Proxy:
         metrics: Metrics,
         clock: Callable[[], float] = time.time,
         upstreams: Upstreams | None = None,
+        body_timeout: float = DEFAULT_BODY_TIMEOUT,
     ) -> None:
         self.storage = storage
         self.origin = origin
@@ -98,6 +100,7 @@ class Proxy:
         self.metrics = metrics
         self.fills = FillRegistry()
         self.clock = clock
+        self.body_timeout = body_timeout
 
     # -- GET and HEAD ----------------------------------------------------
 
@@ -513,7 +516,7 @@ class Proxy:
                                               ask.remote)
         body = None
         if request.body_exists and ask.method not in BODILESS_METHODS:
-            body = request.content
+            body = TimedBody(request.content, self.body_timeout)
             await respond.continue_if_expected(request)
         try:
             if ask.method == "HEAD":
@@ -521,10 +524,15 @@ class Proxy:
                 reply = await self._ask_upstream(ask, headers, "HEAD")
             else:
                 reply = await self.origin.request(
-                    ask.method, ask.site.origin, ask.target, headers, body,
-                    request.content_length,
+                    ask.method, ask.site.origin, ask.target, headers,
+                    body.chunks() if body else None, request.content_length,
                 )
         except OriginError as exc:
+            if body is not None and body.is_expired:
+                # RFC 9110 §15.5.9: the client did not finish in time.
+                log.info("request body timed out peer=%s seconds=%s",
+                         ask.remote or "-", self.body_timeout)
+                return respond.simple(408, x_cache, close=True)
             log.warning("origin failed key=%s error=%s", ask.primary, exc)
             return respond.simple(exc.status, x_cache)
         if ask.method not in SAFE_METHODS and 200 <= reply.status < 400:

@@ -100,11 +100,14 @@ class KeepAliveOrigin(LoopbackServer):
     than its Content-Length and the rest arrived late.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, read_first: bool = False) -> None:
         super().__init__()
         self.received: list[Received] = []
         self.overrun = b""
         self.connections = 0
+        # Read each request body before answering (as an application
+        # server does) instead of after.
+        self.read_first = read_first
 
     @property
     def lines(self) -> list[str]:
@@ -127,6 +130,8 @@ class KeepAliveOrigin(LoopbackServer):
                         fields[name.strip().lower()] = value.strip()
                 received = Received(lines[0], fields, b"")
                 self.received.append(received)
+                if self.read_first:
+                    received.body = await _read_body(reader, fields)
                 answer = lines[0].encode("latin-1")
                 replies += 1
                 if replies == 2 and self.overrun:
@@ -138,7 +143,8 @@ class KeepAliveOrigin(LoopbackServer):
                         len(answer),
                         b"" if lines[0].startswith("HEAD ") else answer))
                 await writer.drain()
-                received.body = await _read_body(reader, fields)
+                if not self.read_first:
+                    received.body = await _read_body(reader, fields)
         except (ConnectionError, asyncio.IncompleteReadError, ValueError):
             pass
         finally:
