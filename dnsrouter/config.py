@@ -214,16 +214,20 @@ class _Reader:
 
         return value
 
-    def string_list(self, key: str) -> list[str]:
+    def _list_of(self, key: str, kind: type, expected: str) -> list[Any]:
+        """The list at `key` ([] when absent) whose items are all `kind`."""
         value = self.raw(key)
         if value is None:
             return []
         if not isinstance(value, list) or not all(
-            isinstance(item, str) for item in value
+            isinstance(item, kind) for item in value
         ):
-            raise self.fail(key, "must be a list of strings", value)
+            raise self.fail(key, f"must be {expected}", value)
 
         return value
+
+    def string_list(self, key: str) -> list[str]:
+        return self._list_of(key, str, "a list of strings")
 
     def sub(self, key: str, label: str | None = None) -> _Reader:
         value = self.raw(key)
@@ -236,13 +240,7 @@ class _Reader:
         return _Reader(self.file, path, value)
 
     def tables(self, key: str) -> list[_Reader]:
-        value = self.raw(key)
-        if value is None:
-            return []
-        if not isinstance(value, list) or not all(
-            isinstance(item, dict) for item in value
-        ):
-            raise self.fail(key, f"must be an array of tables ([[{key}]])", value)
+        value = self._list_of(key, dict, f"an array of tables ([[{key}]])")
         readers = []
         for index, item in enumerate(value):
             name = item.get("name")
