@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import socket
-import struct
 import sys
 import tempfile
 import time
@@ -33,44 +32,21 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests.dns.test_service_e2e import start  # noqa: E402 (path set above)
+from tests.dns.test_tcp_abuse_e2e import (  # noqa: E402
+    BIG,
+    framed_query,
+    rss_kib,
+    tcp_answers,
+)
 
 # A 16-connection cap keeps the slowloris run short; the default is 256.
 SERVER_EXTRA = "tcp_max_connections = 16"
-
-BIG = b"\x03big\x07example\x03com\x00"
-WWW = b"\x03www\x07example\x03com\x00"
-
-
-def query(name: bytes, qid: int) -> bytes:
-    """A framed A query without EDNS."""
-    message = struct.pack("!6H", qid & 0xFFFF, 0, 1, 0, 0, 0) + name + b"\0\1\0\1"
-
-    return struct.pack("!H", len(message)) + message
-
-
-def rss_kib(pid: int) -> int:
-    """Resident set size of a process, from /proc."""
-    for line in Path("/proc/%d/status" % pid).read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-
-    return 0
-
-
-def tcp_answers(port: int, timeout: float = 2.0) -> bool:
-    """One fresh TCP query for www.example.com gets its reply."""
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout) as sock:
-            sock.sendall(query(WWW, 7))
-            return sock.recv(4096)[2:4] == b"\x00\x07"
-    except OSError:
-        return False
 
 
 def pipeline(pid: int, port: int, connections: int, queries: int) -> None:
     """Writers that never read: the router's memory, and service meanwhile."""
     before = rss_kib(pid)
-    payload = b"".join(query(BIG, n) for n in range(queries))
+    payload = b"".join(framed_query(BIG, n) for n in range(queries))
     socks, sent = [], []
     for _ in range(connections):
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
